@@ -1,0 +1,290 @@
+//! Vectorised element-wise kernels: `exp`, softmax, RMS norm, rotary embeddings and gated
+//! activations.
+//!
+//! The standard library's `f32::exp` is a scalar libm call; a 135M model evaluates about
+//! 50 000 of them per token in SiLU and softmax, which made them a third of the forward time.
+//! Here `exp` is a Cephes-style range reduction plus a degree-6 polynomial (about 1 ulp),
+//! written so the compiler vectorises it. Each public function is compiled for AVX-512,
+//! AVX2+FMA and baseline x86-64 and picks the best at run time.
+
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+/// ln 2 split into a part exact in few bits and a remainder (Cephes), so `x - n·ln2` is exact.
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+/// Adding then subtracting 1.5·2²³ rounds to the nearest integer (ties to even) for |x| < 2²².
+const ROUND_MAGIC: f32 = 12_582_912.0;
+/// Below this `exp` returns 0 (the true value is under f32's smallest normal number).
+const EXP_MIN: f32 = -87.0;
+/// Above this the result would overflow; inputs are clamped (exp(88) ≈ 1.65e38).
+const EXP_MAX: f32 = 88.0;
+/// √(2/π), of the tanh approximation of GELU that Gemma uses (`gelu_pytorch_tanh`).
+const GELU_C: f32 = 0.797_884_6;
+const GELU_A: f32 = 0.044_715;
+
+/// `e^x` to about one ulp; `0` for `x < -87` (including `-inf`), saturating near `f32::MAX`.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let xc = x.clamp(EXP_MIN, EXP_MAX);
+    let t = xc.mul_add(LOG2E, ROUND_MAGIC);
+    let n = t - ROUND_MAGIC;
+    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, xc));
+    let r2 = r * r;
+    let mut p = 1.987_569_1e-4f32;
+    p = p.mul_add(r, 1.398_199_9e-3);
+    p = p.mul_add(r, 8.333_452e-3);
+    p = p.mul_add(r, 4.166_579_6e-2);
+    p = p.mul_add(r, 1.666_666_5e-1);
+    p = p.mul_add(r, 5.000_000_1e-1);
+    let p = p.mul_add(r2, r) + 1.0;
+    // n is an integer in [-126, 127]: build 2^n from its exponent bits.
+    let ni = (t.to_bits() as i32).wrapping_sub(ROUND_MAGIC.to_bits() as i32);
+    let scale = f32::from_bits(((ni + 127) as u32) << 23);
+    if x < EXP_MIN { 0.0 } else { p * scale }
+}
+
+#[inline(always)]
+fn silu(x: f32) -> f32 {
+    x / (1.0 + exp(-x))
+}
+
+#[inline(always)]
+fn gelu_tanh(x: f32) -> f32 {
+    let y = GELU_C * x * GELU_A.mul_add(x * x, 1.0);
+    // tanh(y) = 1 - 2 / (e^{2y} + 1), saturating correctly at both ends through `exp`.
+    let tanh = 1.0 - 2.0 / (exp(2.0 * y) + 1.0);
+    0.5 * x * (1.0 + tanh)
+}
+
+/// Independent accumulators for reductions, so they vectorise (float addition is not
+/// associative, so the compiler will not reorder a plain sequential sum).
+const LANES: usize = 16;
+
+#[inline(always)]
+fn lanes_sum(x: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    for chunk in x.chunks(LANES) {
+        for (a, v) in acc.iter_mut().zip(chunk) {
+            *a += v;
+        }
+    }
+    acc.iter().sum()
+}
+
+#[inline(always)]
+fn lanes_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    for chunk in x.chunks(LANES) {
+        for (a, v) in acc.iter_mut().zip(chunk) {
+            *a = a.max(*v);
+        }
+    }
+    acc.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// Defines a public function whose body is compiled three times (AVX-512, AVX2+FMA, baseline)
+/// and dispatched on the running CPU.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        pub fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                unsafe fn v4($($arg: $ty),*) { body($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3($($arg: $ty),*) { body($($arg),*) }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports the features v4 was compiled for.
+                    return unsafe { v4($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: as above, for v3.
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+multiversion! {
+    /// `out[i] = e^{x[i]}`.
+    pub fn exp_slice(x: &[f32], out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = exp(v);
+        }
+    }
+}
+
+multiversion! {
+    /// In-place softmax of each row of length `cols` (`-inf` entries get probability 0).
+    /// A row whose entries are all `-inf` becomes all zeros rather than NaN.
+    pub fn softmax_rows(x: &mut [f32], cols: usize) {
+        for row in x.chunks_mut(cols) {
+            let max = lanes_max(row);
+            if max == f32::NEG_INFINITY {
+                row.fill(0.0);
+                continue;
+            }
+            for v in row.iter_mut() {
+                *v = exp(*v - max);
+            }
+            let inv = 1.0 / lanes_sum(row);
+            for v in row.iter_mut() {
+                *v *= inv;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// RMS norm of each row of `x` (length `weight.len()`):
+    /// `out = x / sqrt(mean(x²) + eps) * (weight + weight_offset)`.
+    /// `weight_offset` is 1 for checkpoints that store `w - 1` (Gemma's safetensors).
+    pub fn rms_norm_rows(x: &[f32], weight: &[f32], weight_offset: f32, eps: f32, out: &mut [f32]) {
+        let d = weight.len();
+        for (row, orow) in x.chunks(d).zip(out.chunks_mut(d)) {
+            let mut sq = [0f32; LANES];
+            for chunk in row.chunks(LANES) {
+                for (acc, v) in sq.iter_mut().zip(chunk) {
+                    *acc = v.mul_add(*v, *acc);
+                }
+            }
+            let sum = lanes_sum(&sq);
+            let inv = 1.0 / (sum / d as f32 + eps).sqrt();
+            for ((o, &v), &w) in orow.iter_mut().zip(row).zip(weight) {
+                *o = v * inv * (w + weight_offset);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `out = silu(gate) * up` (SwiGLU, the llama-family MLP).
+    pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+            *o = silu(g) * u;
+        }
+    }
+}
+
+multiversion! {
+    /// `out = gelu_tanh(gate) * up` (GeGLU, the Gemma MLP).
+    pub fn gelu_tanh_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+            *o = gelu_tanh(g) * u;
+        }
+    }
+}
+
+multiversion! {
+    /// Rotary position embedding, "half" layout (pairs `(i, i + d/2)`, as in Hugging Face
+    /// checkpoints), applied in place to `x` of shape `[tokens, heads, head_dim]`.
+    /// `cos`/`sin` are `[tokens, head_dim / 2]`.
+    pub fn rope_half(x: &mut [f32], heads: usize, head_dim: usize, cos: &[f32], sin: &[f32]) {
+        let half = head_dim / 2;
+        for (t, tok) in x.chunks_mut(heads * head_dim).enumerate() {
+            let (c, s) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
+            for head in tok.chunks_mut(head_dim) {
+                let (a, b) = head.split_at_mut(half);
+                for i in 0..half {
+                    let (x1, x2) = (a[i], b[i]);
+                    a[i] = x1 * c[i] - x2 * s[i];
+                    b[i] = x2 * c[i] + x1 * s[i];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ulp_diff(a: f32, b: f32) -> u32 {
+        (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+    }
+
+    #[test]
+    fn exp_is_accurate_over_the_useful_range() {
+        let xs: Vec<f32> = (0..200_001)
+            .map(|i| -87.0 + i as f32 * 175.0 / 200_000.0)
+            .collect();
+        let mut out = vec![0f32; xs.len()];
+        exp_slice(&xs, &mut out);
+        for (&x, &y) in xs.iter().zip(&out) {
+            let want = (x as f64).exp() as f32;
+            assert!(ulp_diff(y, want) <= 2, "exp({x}) = {y}, want {want}");
+        }
+        let mut edge = [0f32; 3];
+        exp_slice(&[f32::NEG_INFINITY, -100.0, 0.0], &mut edge);
+        assert_eq!(edge, [0.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn softmax_matches_f64_reference_and_handles_masks() {
+        let mut x = vec![1.0, 2.0, f32::NEG_INFINITY, -3.0, 0.5, 0.5, 0.5, 0.5];
+        x.extend([f32::NEG_INFINITY; 4]);
+        let orig = x.clone();
+        softmax_rows(&mut x, 4);
+        for r in 0..2 {
+            let row = &orig[r * 4..r * 4 + 4];
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let z: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+            for c in 0..4 {
+                let want = ((row[c] as f64 - max).exp() / z) as f32;
+                assert!((x[r * 4 + c] - want).abs() < 1e-7);
+            }
+        }
+        assert_eq!(&x[8..], &[0.0; 4]);
+    }
+
+    #[test]
+    fn activations_match_their_definitions() {
+        let g: Vec<f32> = (0..101).map(|i| -12.0 + i as f32 * 0.24).collect();
+        let u: Vec<f32> = g.iter().map(|v| 0.5 - v * 0.1).collect();
+        let mut s = vec![0f32; g.len()];
+        let mut ge = vec![0f32; g.len()];
+        silu_mul(&g, &u, &mut s);
+        gelu_tanh_mul(&g, &u, &mut ge);
+        for i in 0..g.len() {
+            let x = g[i] as f64;
+            let silu = x / (1.0 + (-x).exp());
+            let inner = 0.797_884_560_802_865_4 * (x + 0.044715 * x * x * x);
+            let gelu = 0.5 * x * (1.0 + inner.tanh());
+            assert!((s[i] as f64 - silu * u[i] as f64).abs() < 1e-5, "silu {x}");
+            assert!((ge[i] as f64 - gelu * u[i] as f64).abs() < 1e-5, "gelu {x}");
+        }
+    }
+
+    #[test]
+    fn rms_norm_and_rope_follow_their_formulas() {
+        let x = [3.0f32, 4.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0];
+        let w = [1.0f32, 2.0, 3.0, 4.0];
+        let mut out = [0f32; 8];
+        rms_norm_rows(&x, &w, 0.0, 0.0, &mut out);
+        let inv = 1.0 / (25.0f32 / 4.0).sqrt();
+        assert!((out[0] - 3.0 * inv).abs() < 1e-6 && (out[1] - 8.0 * inv).abs() < 1e-6);
+        assert!((out[7] - 4.0).abs() < 1e-6);
+        rms_norm_rows(&x, &w, 1.0, 0.0, &mut out);
+        assert!((out[7] - 5.0).abs() < 1e-6, "offset adds one to the weight");
+
+        // One token, one head of dim 4: pairs (0,2) and (1,3) rotate by the given angles.
+        let mut v = [1.0f32, 2.0, 3.0, 4.0];
+        let (a0, a1) = (0.3f32, -1.2f32);
+        rope_half(&mut v, 1, 4, &[a0.cos(), a1.cos()], &[a0.sin(), a1.sin()]);
+        let want = [
+            1.0 * a0.cos() - 3.0 * a0.sin(),
+            2.0 * a1.cos() - 4.0 * a1.sin(),
+            3.0 * a0.cos() + 1.0 * a0.sin(),
+            4.0 * a1.cos() + 2.0 * a1.sin(),
+        ];
+        for i in 0..4 {
+            assert!((v[i] - want[i]).abs() < 1e-6);
+        }
+    }
+}
