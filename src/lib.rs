@@ -1,1 +1,109 @@
-//! placeholder
+//! Glassbox: explain what large language models do.
+//!
+//! This facade ties the crates together for library users: resolve a model name to local
+//! files ([`glassbox_models`]), load it ([`glassbox_runtime`]), and build prompts the way the
+//! model expects them. The runtime's types are re-exported so one dependency suffices.
+//!
+//! ```no_run
+//! use glassbox::{Fetch, LoadOptions, NoProgress, Prompt, load_model};
+//! let model = load_model("smollm2-135m-instruct", LoadOptions::default(), Fetch::IfMissing, &NoProgress)?;
+//! let prompt = Prompt::user("What is the capital of France?").tokens(&model)?;
+//! let answer = model.generate(&prompt, &Default::default())?;
+//! println!("{}", answer.text);
+//! # Ok::<(), glassbox::Error>(())
+//! ```
+
+pub use glassbox_models::{
+    self as models, Cache, DEFAULT_MODEL, Fetch, ModelFiles, NoProgress, Progress,
+};
+pub use glassbox_runtime::{
+    self as runtime, Array, AttentionMask, Capture, ChatMessage, ContinuationScore,
+    GenerateOptions, Generation, Hook, KvCache, LoadOptions, Logits, LogitsAt, Model, ModelInfo,
+    Row, RowInput, RowOutput, Sampling, ScoreRequest, StopReason, WeightMode,
+};
+
+/// Errors of the facade: from resolving a model or from running it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Models(#[from] glassbox_models::ModelsError),
+    #[error(transparent)]
+    Runtime(#[from] glassbox_runtime::RuntimeError),
+}
+
+impl Error {
+    /// Whether the user's input is at fault (exit code 2) rather than the run (exit code 1).
+    pub fn is_input_error(&self) -> bool {
+        match self {
+            Error::Models(e) => e.is_input_error(),
+            Error::Runtime(e) => e.is_input_error(),
+        }
+    }
+}
+
+/// Resolves `spec` (a built-in model name, a `.gguf` path, a Hugging Face directory or
+/// `hf:ORG/NAME`) and loads the model, fetching its files first if allowed.
+pub fn load_model(
+    spec: &str,
+    options: LoadOptions,
+    fetch: Fetch,
+    progress: &dyn Progress,
+) -> Result<Model, Error> {
+    let resolved = glassbox_models::resolve(spec, &Cache::from_env(), fetch, progress)?;
+    let model = match &resolved.files {
+        ModelFiles::Gguf(path) => Model::load_gguf(path, &resolved.name, options)?,
+        ModelFiles::HfDir(dir) => Model::load_hf_dir(dir, &resolved.name, options)?,
+    };
+    Ok(model)
+}
+
+/// A prompt as a user writes it, turned into the token ids the model expects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prompt {
+    pub system: Option<String>,
+    pub user: String,
+    /// Use the text as written, without the chat template.
+    pub raw: bool,
+}
+
+impl Prompt {
+    pub fn user(text: impl Into<String>) -> Self {
+        Self {
+            system: None,
+            user: text.into(),
+            raw: false,
+        }
+    }
+
+    /// The prompt text the model will read: the user message in the model's chat template
+    /// (with the assistant turn opened), or the raw text for `raw` prompts and base models.
+    pub fn render(&self, model: &Model) -> Result<String, Error> {
+        if self.user.trim().is_empty() {
+            return Err(glassbox_runtime::RuntimeError::EmptyInput.into());
+        }
+        if self.raw || !model.has_chat_template() {
+            return Ok(self.user.clone());
+        }
+        let mut messages = Vec::new();
+        if let Some(system) = &self.system {
+            messages.push(ChatMessage {
+                role: "system".into(),
+                content: system.clone(),
+            });
+        }
+        messages.push(ChatMessage {
+            role: "user".into(),
+            content: self.user.clone(),
+        });
+        Ok(model.render_chat(&messages, true)?)
+    }
+
+    /// Token ids of the rendered prompt. A chat template writes its own special tokens, so
+    /// BOS is added only to raw prompts of models that want it.
+    pub fn tokens(&self, model: &Model) -> Result<Vec<u32>, Error> {
+        let text = self.render(model)?;
+        let templated = !self.raw && model.has_chat_template();
+        let add_bos = !templated && model.tokenizer().wants_bos();
+        Ok(model.tokenizer().encode(&text, add_bos).map_err(glassbox_runtime::RuntimeError::from)?.ids)
+    }
+}

@@ -84,9 +84,9 @@ fn lanes_max(x: &[f32]) -> f32 {
 /// Defines a public function whose body is compiled three times (AVX-512, AVX2+FMA, baseline)
 /// and dispatched on the running CPU.
 macro_rules! multiversion {
-    ($(#[$meta:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
-        pub fn $name($($arg: $ty),*) {
+        $vis fn $name($($arg: $ty),*) {
             #[inline(always)]
             fn body($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
@@ -120,6 +120,31 @@ multiversion! {
     }
 }
 
+/// `ln Σ e^{x_i}`, stable for any magnitudes (`-inf` for an empty or all `-inf` slice).
+pub fn log_sum_exp(x: &[f32]) -> f32 {
+    let mut out = f32::NEG_INFINITY;
+    log_sum_exp_into(x, std::slice::from_mut(&mut out));
+    out
+}
+
+multiversion! {
+    /// Writes `ln Σ e^{x_i}` of `x` into `out[0]` (the multiversioned body of [`log_sum_exp`]).
+    fn log_sum_exp_into(x: &[f32], out: &mut [f32]) {
+        let max = lanes_max(x);
+        if max == f32::NEG_INFINITY {
+            out[0] = max;
+            return;
+        }
+        let mut acc = [0f32; LANES];
+        for chunk in x.chunks(LANES) {
+            for (a, v) in acc.iter_mut().zip(chunk) {
+                *a += exp(v - max);
+            }
+        }
+        out[0] = max + acc.iter().sum::<f32>().ln();
+    }
+}
+
 multiversion! {
     /// In-place softmax of each row of length `cols` (`-inf` entries get probability 0).
     /// A row whose entries are all `-inf` becomes all zeros rather than NaN.
@@ -143,9 +168,8 @@ multiversion! {
 
 multiversion! {
     /// RMS norm of each row of `x` (length `weight.len()`):
-    /// `out = x / sqrt(mean(x²) + eps) * (weight + weight_offset)`.
-    /// `weight_offset` is 1 for checkpoints that store `w - 1` (Gemma's safetensors).
-    pub fn rms_norm_rows(x: &[f32], weight: &[f32], weight_offset: f32, eps: f32, out: &mut [f32]) {
+    /// `out = x / sqrt(mean(x²) + eps) * weight`.
+    pub fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
         let d = weight.len();
         for (row, orow) in x.chunks(d).zip(out.chunks_mut(d)) {
             let mut sq = [0f32; LANES];
@@ -157,7 +181,7 @@ multiversion! {
             let sum = lanes_sum(&sq);
             let inv = 1.0 / (sum / d as f32 + eps).sqrt();
             for ((o, &v), &w) in orow.iter_mut().zip(row).zip(weight) {
-                *o = v * inv * (w + weight_offset);
+                *o = v * inv * w;
             }
         }
     }
@@ -244,6 +268,16 @@ mod tests {
     }
 
     #[test]
+    fn log_sum_exp_is_stable() {
+        let x = [1000.0f32, 1000.0, f32::NEG_INFINITY];
+        assert!((log_sum_exp(&x) - (1000.0 + 2f32.ln())).abs() < 1e-4);
+        let y: Vec<f32> = (0..40).map(|i| i as f32 * 0.37 - 7.0).collect();
+        let want = y.iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
+        assert!((log_sum_exp(&y) as f64 - want).abs() < 1e-5);
+        assert_eq!(log_sum_exp(&[]), f32::NEG_INFINITY);
+    }
+
+    #[test]
     fn activations_match_their_definitions() {
         let g: Vec<f32> = (0..101).map(|i| -12.0 + i as f32 * 0.24).collect();
         let u: Vec<f32> = g.iter().map(|v| 0.5 - v * 0.1).collect();
@@ -266,12 +300,10 @@ mod tests {
         let x = [3.0f32, 4.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0];
         let w = [1.0f32, 2.0, 3.0, 4.0];
         let mut out = [0f32; 8];
-        rms_norm_rows(&x, &w, 0.0, 0.0, &mut out);
+        rms_norm_rows(&x, &w, 0.0, &mut out);
         let inv = 1.0 / (25.0f32 / 4.0).sqrt();
         assert!((out[0] - 3.0 * inv).abs() < 1e-6 && (out[1] - 8.0 * inv).abs() < 1e-6);
         assert!((out[7] - 4.0).abs() < 1e-6);
-        rms_norm_rows(&x, &w, 1.0, 0.0, &mut out);
-        assert!((out[7] - 5.0).abs() < 1e-6, "offset adds one to the weight");
 
         // One token, one head of dim 4: pairs (0,2) and (1,3) rotate by the given angles.
         let mut v = [1.0f32, 2.0, 3.0, 4.0];

@@ -1,0 +1,110 @@
+//! Arguments shared by commands: which model, and which prompt.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use glassbox::{DEFAULT_MODEL, Fetch, LoadOptions, Model, Prompt, WeightMode};
+
+use crate::UsageError;
+use crate::progress::Bars;
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ModelArgs {
+    /// Model: a built-in name (`glassbox models list`), a .gguf file, a Hugging Face
+    /// directory, or hf:ORG/NAME. Built-in models are downloaded on first use.
+    #[arg(long, short, default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// How weights are held: f32 (fast, needed for gradients) or quantized (less memory).
+    #[arg(long, value_enum, default_value_t = WeightsArg::F32)]
+    pub weights: WeightsArg,
+    /// Never download; fail if the model is not cached.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WeightsArg {
+    F32,
+    Quantized,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> anyhow::Result<Model> {
+        let options = LoadOptions {
+            weights: match self.weights {
+                WeightsArg::F32 => WeightMode::F32,
+                WeightsArg::Quantized => WeightMode::Quantized,
+            },
+        };
+        let fetch = if self.offline {
+            Fetch::Never
+        } else {
+            Fetch::IfMissing
+        };
+        let bars = Bars::new();
+        bars_spinner(&bars, &format!("loading {}", self.model));
+        let model = glassbox::load_model(&self.model, options, fetch, &bars);
+        glassbox::Progress::end(&bars);
+        Ok(model?)
+    }
+}
+
+fn bars_spinner(bars: &Bars, label: &str) {
+    glassbox::Progress::begin(bars, label, None);
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct PromptArgs {
+    /// The prompt (or use --prompt-file).
+    pub prompt: Option<String>,
+    /// Read the prompt from a file.
+    #[arg(long, conflicts_with = "prompt")]
+    pub prompt_file: Option<PathBuf>,
+    /// A system message (chat models).
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Use the prompt as written, without the model's chat template.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+impl PromptArgs {
+    pub fn prompt(&self) -> anyhow::Result<Prompt> {
+        let user = match (&self.prompt, &self.prompt_file) {
+            (Some(p), None) => p.clone(),
+            (None, Some(path)) => read_text(path)?,
+            (None, None) => {
+                return Err(UsageError("give a prompt, or --prompt-file FILE".into()).into());
+            }
+            (Some(_), Some(_)) => unreachable!("clap rejects both"),
+        };
+        if user.trim().is_empty() {
+            return Err(UsageError("the prompt is empty".into()).into());
+        }
+        Ok(Prompt {
+            system: self.system.clone(),
+            user,
+            raw: self.raw,
+        })
+    }
+}
+
+/// Reads a UTF-8 text file given by the user.
+pub(crate) fn read_text(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))
+        .context("reading input")
+}
+
+/// Refuses to overwrite a file unless asked: output never replaces what the user has.
+pub(crate) fn check_output(path: &Path, force: bool) -> anyhow::Result<()> {
+    if path.exists() && !force {
+        return Err(UsageError(format!(
+            "{} exists; pass --force to overwrite it",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(())
+}

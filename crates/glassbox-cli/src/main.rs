@@ -1,0 +1,123 @@
+//! `glassbox`: explain what LLMs do, from the command line.
+//!
+//! A thin shell over the `glassbox` library: it parses arguments, calls the library and prints
+//! either text for people or JSON (`--json`) for programs. Exit codes: 0 success, 1 a failure
+//! while running, 2 a problem with what was given (arguments, files, model names, input text).
+
+mod bench;
+mod input;
+mod models;
+mod progress;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "glassbox",
+    version,
+    about = "Explain what LLMs do: instrumented runs, attributions and activation maps",
+    after_help = "Models are named as built-in names (see `glassbox models list`), .gguf files, \
+                  Hugging Face model directories, or hf:ORG/NAME."
+)]
+struct Cli {
+    /// Print JSON on standard output instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Worker threads (default: one per core). Record this with any timing you report.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List, fetch and describe models.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
+    /// Generate a continuation of a prompt.
+    Generate(run::GenerateArgs),
+    /// Per-token log-probabilities of a given continuation (teacher forcing, one pass).
+    Score(run::ScoreArgs),
+    /// Run the model once and capture internals (attention patterns, residual streams).
+    Inspect(run::InspectArgs),
+    /// Measure prefill, scoring and decode speed and peak memory.
+    Bench(bench::BenchArgs),
+}
+
+/// A problem with what the user gave that the CLI itself detects (exit code 2).
+#[derive(Debug)]
+pub(crate) struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Output settings shared by the commands.
+pub(crate) struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    /// Prints `value` as pretty JSON on standard output.
+    pub fn print_json(&self, value: &impl serde::Serialize) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(value)?;
+        println!("{text}");
+        Ok(())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        // Before any thread exists: candle reads the variable, rayon gets the pool.
+        // SAFETY: no other thread is running yet.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n as usize)
+            .build_global()
+        {
+            eprintln!("error: could not start {n} threads: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let out = Output { json: cli.json };
+    let result = match cli.command {
+        Command::Models(cmd) => models::run(cmd, &out),
+        Command::Generate(args) => run::generate(args, &out),
+        Command::Score(args) => run::score(args, &out),
+        Command::Inspect(args) => run::inspect(args, &out),
+        Command::Bench(args) => bench::run(args, &out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// 2 for errors in the user's input, 1 for failures while running.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    let input = e.chain().any(|cause| {
+        cause.downcast_ref::<UsageError>().is_some()
+            || cause
+                .downcast_ref::<glassbox::Error>()
+                .is_some_and(|g| g.is_input_error())
+            || cause
+                .downcast_ref::<glassbox::runtime::RuntimeError>()
+                .is_some_and(|r| r.is_input_error())
+            || cause
+                .downcast_ref::<glassbox::models::ModelsError>()
+                .is_some_and(|m| m.is_input_error())
+    });
+    if input { 2 } else { 1 }
+}

@@ -1,0 +1,149 @@
+//! Glassbox's model runtime: load a transformer LLM and ask it questions, instrumented.
+//!
+//! Every explanation method is a question asked of this runtime: "what are the log-probabilities
+//! of this answer when these passages are removed", "what did layer 5 attend to", "how does the
+//! target change with the input embeddings". It therefore offers more than a chat runtime:
+//!
+//! - [`Model::forward`] over a batch of [`Row`]s of different lengths, each with its own KV
+//!   cache to continue, positions, [`AttentionMask`] and logit positions, capturing named
+//!   activations ([`Hook`]: residual streams, attention patterns, final-norm states);
+//! - [`KvCache`] values that are cheap to fork and extend (compute a prefix once, continue it
+//!   many ways);
+//! - teacher-forced scoring of a fixed continuation in one pass ([`Model::score`]);
+//! - generation, greedy or seeded sampling ([`Model::generate`]);
+//! - a differentiable forward from input embeddings ([`Model::forward_differentiable`]) for
+//!   gradient-based attribution.
+//!
+//! Models load from GGUF (llama family, Gemma 3) or Hugging Face safetensors directories. The
+//! f32 fast path runs on `glassbox-kernels`; tests hold it to candle-transformers' reference
+//! models and to the slow differentiable path.
+
+mod capture;
+mod config;
+mod forward;
+mod generate;
+mod grad;
+mod kv;
+mod linear;
+mod mask;
+mod model;
+mod rope;
+mod score;
+mod weights;
+
+use std::path::{Path, PathBuf};
+
+pub use capture::{Array, Capture, HOOK_NAMES, Hook};
+pub use config::{
+    Activation, Architecture, ModelConfig, NormPlacement, SUPPORTED_GGUF_ARCHITECTURES,
+    SUPPORTED_HF_ARCHITECTURES, SlidingWindow,
+};
+pub use forward::{Logits, LogitsAt, Row, RowInput, RowOutput};
+pub use generate::{GenerateOptions, Generation, Sampling, StopReason};
+pub use glassbox_tokenizer::{ChatMessage, Encoding, Tokenizer};
+pub use kv::KvCache;
+pub use mask::AttentionMask;
+pub use model::{LoadOptions, Model, ModelInfo};
+pub use score::{ContinuationScore, ScoreRequest, argmax, log_softmax_at};
+pub use weights::WeightMode;
+
+/// Errors of loading and running models.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{}: not a readable GGUF model ({message})", path.display())]
+    BadGguf { path: PathBuf, message: String },
+    #[error(
+        "{}: the file is truncated (tensor `{tensor}` ends at byte {needed}, the file has \
+         {actual}); download it again",
+        path.display()
+    )]
+    Truncated {
+        path: PathBuf,
+        tensor: String,
+        needed: u64,
+        actual: u64,
+    },
+    #[error("{origin}: unreadable weights: {message}")]
+    BadWeights { origin: String, message: String },
+    #[error("unsupported architecture `{name}`; Glassbox runs: {supported}")]
+    UnsupportedArchitecture { name: String, supported: String },
+    #[error("{origin}: bad model configuration `{key}`: {message}")]
+    BadConfig {
+        origin: String,
+        key: String,
+        message: String,
+    },
+    #[error("{origin}: missing tensor `{name}`")]
+    MissingTensor { origin: String, name: String },
+    #[error("tensor `{name}` has shape {actual:?}, expected {expected:?}")]
+    BadTensorShape {
+        name: String,
+        expected: Vec<usize>,
+        actual: Vec<usize>,
+    },
+    #[error("not supported: {0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Tokenizer(#[from] glassbox_tokenizer::TokenizerError),
+    #[error("the input is empty")]
+    EmptyInput,
+    #[error(
+        "the input needs {tokens} positions but the model's context window is {window} tokens; \
+         shorten it"
+    )]
+    ContextOverflow { tokens: usize, window: usize },
+    #[error("token id {id} is outside the vocabulary of {vocab} tokens")]
+    BadTokenId { id: u32, vocab: usize },
+    #[error("invalid attention mask: {0}")]
+    BadMask(String),
+    #[error("invalid positions: {0}")]
+    BadPositions(String),
+    #[error("unknown capture point `{spec}`: {why} (see `glassbox inspect --help` for names)")]
+    BadHook { spec: String, why: String },
+    #[error("{0} has no chat template (it is a base model): pass the prompt as raw text")]
+    NoChatTemplate(String),
+    #[error("gradients need f32 weights: load the model with `--weights f32`")]
+    GradientsNeedF32,
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("row {row}: {source}")]
+    InRow {
+        row: usize,
+        #[source]
+        source: Box<RuntimeError>,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+impl RuntimeError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Attaches the batch row an error came from.
+    pub(crate) fn in_row(self, row: usize) -> Self {
+        Self::InRow {
+            row,
+            source: Box::new(self),
+        }
+    }
+
+    /// Whether the error lies in what the user gave (files, text, options) rather than in a
+    /// failure while running; the CLI exits 2 for these, 1 otherwise.
+    pub fn is_input_error(&self) -> bool {
+        match self {
+            Self::InRow { source, .. } => source.is_input_error(),
+            Self::Candle(_) => false,
+            _ => true,
+        }
+    }
+}
