@@ -166,22 +166,40 @@ multiversion! {
     }
 }
 
+/// `1 / sqrt(mean(x²) + eps)` of one row, with independent lanes so it vectorises.
+#[inline(always)]
+fn inverse_rms(row: &[f32], eps: f32) -> f32 {
+    let mut sq = [0f32; LANES];
+    for chunk in row.chunks(LANES) {
+        for (acc, v) in sq.iter_mut().zip(chunk) {
+            *acc = v.mul_add(*v, *acc);
+        }
+    }
+    1.0 / (lanes_sum(&sq) / row.len() as f32 + eps).sqrt()
+}
+
 multiversion! {
     /// RMS norm of each row of `x` (length `weight.len()`):
     /// `out = x / sqrt(mean(x²) + eps) * weight`.
     pub fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
         let d = weight.len();
         for (row, orow) in x.chunks(d).zip(out.chunks_mut(d)) {
-            let mut sq = [0f32; LANES];
-            for chunk in row.chunks(LANES) {
-                for (acc, v) in sq.iter_mut().zip(chunk) {
-                    *acc = v.mul_add(*v, *acc);
-                }
-            }
-            let sum = lanes_sum(&sq);
-            let inv = 1.0 / (sum / d as f32 + eps).sqrt();
+            let inv = inverse_rms(row, eps);
             for ((o, &v), &w) in orow.iter_mut().zip(row).zip(weight) {
                 *o = v * inv * w;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// [`rms_norm_rows`] in place.
+    pub fn rms_norm_rows_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
+        let d = weight.len();
+        for row in x.chunks_mut(d) {
+            let inv = inverse_rms(row, eps);
+            for (v, &w) in row.iter_mut().zip(weight) {
+                *v *= inv * w;
             }
         }
     }
@@ -301,6 +319,9 @@ mod tests {
         let w = [1.0f32, 2.0, 3.0, 4.0];
         let mut out = [0f32; 8];
         rms_norm_rows(&x, &w, 0.0, &mut out);
+        let mut in_place = x;
+        rms_norm_rows_in_place(&mut in_place, &w, 0.0);
+        assert_eq!(in_place, out);
         let inv = 1.0 / (25.0f32 / 4.0).sqrt();
         assert!((out[0] - 3.0 * inv).abs() < 1e-6 && (out[1] - 8.0 * inv).abs() < 1e-6);
         assert!((out[7] - 4.0).abs() < 1e-6);

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use glassbox_kernels::math::{gelu_tanh_mul, rms_norm_rows, rope_half, silu_mul};
+use glassbox_kernels::math::{gelu_tanh_mul, rms_norm_rows, rms_norm_rows_in_place, rope_half, silu_mul};
+use rayon::prelude::*;
 use glassbox_kernels::{AttentionShape, KeyFilter, attention};
 
 use crate::capture::{Array, Capture, Hook};
@@ -186,37 +187,65 @@ pub(crate) fn forward(
     };
 
     let (qw, kvw, hd) = (cfg.q_width(), cfg.kv_width(), cfg.head_dim);
+    let inter = cfg.intermediate_size;
+    let eps = cfg.rms_norm_eps;
     let shape = AttentionShape {
         heads: cfg.num_heads,
         kv_heads: cfg.num_kv_heads,
         head_dim: hd,
         scale: cfg.attention_scale,
     };
+    // Buffers reused by every layer: fresh multi-megabyte allocations per layer cost page
+    // faults that showed up as several percent of a batched forward.
     let mut h = vec![0f32; total * d];
+    let mut qkv = vec![0f32; total * (qw + 2 * kvw)];
+    let (mut q, mut k, mut v) = (vec![0f32; total * qw], vec![0f32; total * kvw], vec![0f32; total * kvw]);
+    let mut attn = vec![0f32; total * qw];
+    let mut delta = vec![0f32; total * d];
+    let mut gu = vec![0f32; total * 2 * inter];
+    let mut act = vec![0f32; total * inter];
     for (l, lw) in weights.layers.iter().enumerate() {
         keep(&mut captured, Hook::ResidPre(l), &x, d);
 
         // Attention sub-block.
-        rms_norm_rows(&x, &lw.attn_norm, cfg.rms_norm_eps, &mut h);
-        let mut qkv = lw.qkv.forward(&h, total)?;
-        if let Some(bias) = &lw.qkv_bias {
-            for row in qkv.chunks_mut(bias.len()) {
-                row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+        par_rows(&mut h, d, |r, hr| rms_norm_rows(&x[r * d..r * d + hr.len()], &lw.attn_norm, eps, hr));
+        lw.qkv.forward_into(&h, total, &mut qkv)?;
+        let width = qw + 2 * kvw;
+        let bias = lw.qkv_bias.as_deref();
+        par_rows(&mut q, qw, |r, qr| {
+            for (i, dst) in qr.chunks_mut(qw).enumerate() {
+                let src = &qkv[(r + i) * width..(r + i) * width + qw];
+                dst.copy_from_slice(src);
+                if let Some(b) = bias {
+                    dst.iter_mut().zip(b).for_each(|(x, b)| *x += b);
+                }
             }
-        }
-        let (mut q, mut k, v) = split_qkv(&qkv, total, qw, kvw);
-        drop(qkv);
-        if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
-            let qs = q.clone();
-            rms_norm_rows(&qs, qn, cfg.rms_norm_eps, &mut q);
-            let ks = k.clone();
-            rms_norm_rows(&ks, kn, cfg.rms_norm_eps, &mut k);
+        });
+        for (buf, offset) in [(&mut k, qw), (&mut v, qw + kvw)] {
+            par_rows(buf, kvw, |r, br| {
+                for (i, dst) in br.chunks_mut(kvw).enumerate() {
+                    dst.copy_from_slice(&qkv[(r + i) * width + offset..(r + i) * width + offset + kvw]);
+                    if let Some(b) = bias {
+                        dst.iter_mut().zip(&b[offset..]).for_each(|(x, b)| *x += b);
+                    }
+                }
+            });
         }
         let (cos, sin) = ropes.for_layer(l);
-        rope_half(&mut q, cfg.num_heads, hd, cos, sin);
-        rope_half(&mut k, cfg.num_kv_heads, hd, cos, sin);
+        let half = hd / 2;
+        for (buf, width, heads, norm) in [
+            (&mut q, qw, cfg.num_heads, lw.q_norm.as_deref()),
+            (&mut k, kvw, cfg.num_kv_heads, lw.k_norm.as_deref()),
+        ] {
+            par_rows(buf, width, |r, br| {
+                if let Some(w) = norm {
+                    rms_norm_rows_in_place(br, w, eps);
+                }
+                let rows = br.len() / width;
+                rope_half(br, heads, hd, &cos[r * half..(r + rows) * half], &sin[r * half..(r + rows) * half]);
+            });
+        }
 
-        let mut attn = vec![0f32; total * qw];
         let want_pattern = capture.wants(Hook::AttnPattern(l));
         let windowed = cfg.layer_window(l).is_some();
         for (plan, map) in plans.iter_mut().zip(captured.iter_mut()) {
@@ -246,43 +275,38 @@ pub(crate) fn forward(
                 );
             }
         }
-        drop((q, k, v));
-        let mut o = lw.o.forward(&attn, total)?;
-        drop(attn);
+        lw.o.forward_into(&attn, total, &mut delta)?;
         if let Some(post) = &lw.post_attn_norm {
-            let raw = o.clone();
-            rms_norm_rows(&raw, post, cfg.rms_norm_eps, &mut o);
+            par_rows(&mut delta, d, |_, dr| rms_norm_rows_in_place(dr, post, eps));
         }
-        keep(&mut captured, Hook::AttnOut(l), &o, d);
-        x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
-        drop(o);
+        keep(&mut captured, Hook::AttnOut(l), &delta, d);
+        par_rows(&mut x, d, |r, xr| add(xr, &delta[r * d..r * d + xr.len()]));
         keep(&mut captured, Hook::ResidMid(l), &x, d);
 
         // MLP sub-block.
-        rms_norm_rows(&x, &lw.ffn_norm, cfg.rms_norm_eps, &mut h);
-        let gu = lw.gate_up.forward(&h, total)?;
-        let inter = cfg.intermediate_size;
-        let mut act = vec![0f32; total * inter];
-        for (t, out) in act.chunks_mut(inter).enumerate() {
-            let (gate, up) = gu[t * 2 * inter..(t + 1) * 2 * inter].split_at(inter);
-            match cfg.activation {
-                Activation::Silu => silu_mul(gate, up, out),
-                Activation::GeluTanh => gelu_tanh_mul(gate, up, out),
+        par_rows(&mut h, d, |r, hr| rms_norm_rows(&x[r * d..r * d + hr.len()], &lw.ffn_norm, eps, hr));
+        lw.gate_up.forward_into(&h, total, &mut gu)?;
+        par_rows(&mut act, inter, |r, ar| {
+            for (i, out) in ar.chunks_mut(inter).enumerate() {
+                let t = r + i;
+                let (gate, up) = gu[t * 2 * inter..(t + 1) * 2 * inter].split_at(inter);
+                match cfg.activation {
+                    Activation::Silu => silu_mul(gate, up, out),
+                    Activation::GeluTanh => gelu_tanh_mul(gate, up, out),
+                }
             }
-        }
-        drop(gu);
-        let mut m = lw.down.forward(&act, total)?;
-        drop(act);
+        });
+        lw.down.forward_into(&act, total, &mut delta)?;
         if let Some(post) = &lw.post_ffn_norm {
-            let raw = m.clone();
-            rms_norm_rows(&raw, post, cfg.rms_norm_eps, &mut m);
+            par_rows(&mut delta, d, |_, dr| rms_norm_rows_in_place(dr, post, eps));
         }
-        keep(&mut captured, Hook::MlpOut(l), &m, d);
-        x.iter_mut().zip(&m).for_each(|(a, b)| *a += b);
+        keep(&mut captured, Hook::MlpOut(l), &delta, d);
+        par_rows(&mut x, d, |r, xr| add(xr, &delta[r * d..r * d + xr.len()]));
         keep(&mut captured, Hook::ResidPost(l), &x, d);
     }
+    drop((qkv, q, k, v, attn, delta, gu, act));
 
-    rms_norm_rows(&x, &weights.final_norm, cfg.rms_norm_eps, &mut h);
+    par_rows(&mut h, d, |r, hr| rms_norm_rows(&x[r * d..r * d + hr.len()], &weights.final_norm, eps, hr));
     keep(&mut captured, Hook::FinalNorm, &h, d);
 
     // LM head, only at the requested positions of all rows in one GEMM.
@@ -324,18 +348,18 @@ pub(crate) fn forward(
     Ok(outputs)
 }
 
-/// Splits fused `[tokens, q | k | v]` projections into three packed buffers.
-fn split_qkv(qkv: &[f32], total: usize, qw: usize, kvw: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let width = qw + 2 * kvw;
-    let mut q = Vec::with_capacity(total * qw);
-    let mut k = Vec::with_capacity(total * kvw);
-    let mut v = Vec::with_capacity(total * kvw);
-    for row in qkv.chunks(width) {
-        q.extend_from_slice(&row[..qw]);
-        k.extend_from_slice(&row[qw..qw + kvw]);
-        v.extend_from_slice(&row[qw + kvw..]);
-    }
-    (q, k, v)
+/// Rows of element-wise work per parallel task: enough to amortise scheduling.
+const ROWS_PER_TASK: usize = 32;
+
+/// Runs `f(first_row, rows)` over chunks of the row-major `buf` (rows of `width`) in parallel.
+fn par_rows(buf: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    buf.par_chunks_mut(width * ROWS_PER_TASK)
+        .enumerate()
+        .for_each(|(i, chunk)| f(i * ROWS_PER_TASK, chunk));
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
 }
 
 /// Validates a row and lays out its keys, positions and masks.

@@ -40,10 +40,10 @@ pub use config::{
 };
 pub use forward::{Logits, LogitsAt, Row, RowInput, RowOutput};
 pub use generate::{GenerateOptions, Generation, Sampling, StopReason};
-pub use glassbox_tokenizer::{ChatMessage, Encoding, Tokenizer};
+pub use glassbox_tokenizer::{ChatMessage, ChatTemplate, Encoding, Tokenizer};
 pub use kv::KvCache;
 pub use mask::AttentionMask;
-pub use model::{LoadOptions, Model, ModelInfo};
+pub use model::{LoadOptions, Model, ModelInfo, gguf_tokenizer};
 pub use score::{ContinuationScore, ScoreRequest, argmax, log_softmax_at};
 pub use weights::WeightMode;
 

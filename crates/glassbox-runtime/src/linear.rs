@@ -28,11 +28,17 @@ impl Linear {
 
     /// `x · Wᵀ` for `rows` rows of `x` (row-major).
     pub(crate) fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>, RuntimeError> {
+        let mut out = vec![0f32; rows * self.out_features()];
+        self.forward_into(x, rows, &mut out)?;
+        Ok(out)
+    }
+
+    /// `x · Wᵀ` into `out` (`rows × out_features`), so callers can reuse buffers.
+    pub(crate) fn forward_into(&self, x: &[f32], rows: usize, out: &mut [f32]) -> Result<(), RuntimeError> {
         match self {
             Linear::Packed(w) => {
-                let mut out = vec![0f32; rows * w.n()];
-                gemm_packed(x, w.k(), rows, w, &mut out, w.n(), true);
-                Ok(out)
+                gemm_packed(x, w.k(), rows, w, out, w.n(), true);
+                Ok(())
             }
             Linear::Quantized(parts, widths) => {
                 let k = x.len() / rows.max(1);
@@ -43,7 +49,8 @@ impl Linear {
                     .collect::<Result<Vec<_>, _>>()?;
                 let y = Tensor::cat(&outs, 1)?;
                 debug_assert_eq!(y.dim(1)?, widths.iter().sum::<usize>());
-                Ok(y.flatten_all()?.to_vec1::<f32>()?)
+                out.copy_from_slice(&y.flatten_all()?.to_vec1::<f32>()?);
+                Ok(())
             }
         }
     }

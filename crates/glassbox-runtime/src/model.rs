@@ -50,17 +50,7 @@ impl Model {
         let config = ModelConfig::from_gguf(src.metadata(), &origin)?;
         let vocab = gguf_vocab(src.metadata(), &origin)?;
         let tokenizer = Tokenizer::from_gguf(&vocab)?;
-        let chat = match src.metadata().get("tokenizer.chat_template") {
-            Some(v) => {
-                let template = v.to_string().map_err(|e| RuntimeError::BadConfig {
-                    origin: origin.clone(),
-                    key: "tokenizer.chat_template".into(),
-                    message: e.to_string(),
-                })?;
-                Some(chat_template(template, &tokenizer)?)
-            }
-            None => None,
-        };
+        let chat = gguf_chat_template(src.metadata(), &origin, &tokenizer)?;
         let weights = load_weights(&mut src, &config, options.weights)?;
         Self::assemble(config, weights, tokenizer, chat, name, path, "gguf", options)
     }
@@ -227,8 +217,35 @@ impl Model {
     }
 }
 
+/// The tokenizer and chat template of a GGUF file, without loading its weights.
+pub fn gguf_tokenizer(path: &Path) -> Result<(Tokenizer, Option<ChatTemplate>), RuntimeError> {
+    let src = GgufSource::open(path)?;
+    let origin = path.display().to_string();
+    let tokenizer = Tokenizer::from_gguf(&gguf_vocab(src.metadata(), &origin)?)?;
+    let chat = gguf_chat_template(src.metadata(), &origin, &tokenizer)?;
+    Ok((tokenizer, chat))
+}
+
+fn gguf_chat_template(
+    md: &HashMap<String, Value>,
+    origin: &str,
+    tokenizer: &Tokenizer,
+) -> Result<Option<ChatTemplate>, RuntimeError> {
+    match md.get("tokenizer.chat_template") {
+        Some(v) => {
+            let template = v.to_string().map_err(|e| RuntimeError::BadConfig {
+                origin: origin.to_string(),
+                key: "tokenizer.chat_template".into(),
+                message: e.to_string(),
+            })?;
+            Ok(Some(chat_template(template, tokenizer)?))
+        }
+        None => Ok(None),
+    }
+}
+
 fn chat_template(source: &str, tokenizer: &Tokenizer) -> Result<ChatTemplate, RuntimeError> {
-    let token = |id: Option<u32>| id.and_then(|i| tokenizer.token_str(i)).map(String::from);
+    let token = |id: Option<u32>| id.and_then(|i| tokenizer.token_str(i));
     Ok(ChatTemplate::new(
         source,
         token(tokenizer.bos_id()),
