@@ -104,6 +104,10 @@ impl Prompt {
         let text = self.render(model)?;
         let templated = !self.raw && model.has_chat_template();
         let add_bos = !templated && model.tokenizer().wants_bos();
-        Ok(model.tokenizer().encode(&text, add_bos).map_err(glassbox_runtime::RuntimeError::from)?.ids)
+        Ok(model
+            .tokenizer()
+            .encode(&text, add_bos)
+            .map_err(glassbox_runtime::RuntimeError::from)?
+            .ids)
     }
 }

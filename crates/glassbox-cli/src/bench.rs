@@ -81,7 +81,11 @@ fn prompts(model: &Model, rows: usize, len: usize) -> anyhow::Result<Vec<Vec<u32
                 text.push_str(TEXT[i % TEXT.len()]);
                 text.push(' ');
                 i += 1;
-                ids = model.tokenizer().encode(&text, false).map_err(glassbox::runtime::RuntimeError::from)?.ids;
+                ids = model
+                    .tokenizer()
+                    .encode(&text, false)
+                    .map_err(glassbox::runtime::RuntimeError::from)?
+                    .ids;
             }
             ids.truncate(len);
             Ok(ids)
@@ -145,7 +149,10 @@ pub(crate) fn run(args: BenchArgs, out: &Output) -> anyhow::Result<()> {
     };
 
     let prefill = |batch: &[Vec<u32>]| -> anyhow::Result<()> {
-        let rows = batch.iter().map(|ids| Row::tokens(ids.clone()).with_logits(LogitsAt::Last)).collect();
+        let rows = batch
+            .iter()
+            .map(|ids| Row::tokens(ids.clone()).with_logits(LogitsAt::Last))
+            .collect();
         model.forward(rows, &Capture::none())?;
         Ok(())
     };
@@ -153,7 +160,12 @@ pub(crate) fn run(args: BenchArgs, out: &Output) -> anyhow::Result<()> {
     record("prefill, batch 1", 1, len, t);
     bar.inc(1);
     let t = time(args.repeat, || prefill(&rows))?;
-    record(&format!("prefill, batch {}", args.batch), args.batch, len, t);
+    record(
+        &format!("prefill, batch {}", args.batch),
+        args.batch,
+        len,
+        t,
+    );
     bar.inc(1);
 
     let cont = args.continuation_tokens;
@@ -170,11 +182,19 @@ pub(crate) fn run(args: BenchArgs, out: &Output) -> anyhow::Result<()> {
         Ok(())
     };
     let t = time(args.repeat, || score(&rows[..1]))?;
-    record(&format!("teacher-forced scoring ({cont}-token answer), batch 1"), 1, len, t);
+    record(
+        &format!("teacher-forced scoring ({cont}-token answer), batch 1"),
+        1,
+        len,
+        t,
+    );
     bar.inc(1);
     let t = time(args.repeat, || score(&rows))?;
     record(
-        &format!("teacher-forced scoring ({cont}-token answer), batch {}", args.batch),
+        &format!(
+            "teacher-forced scoring ({cont}-token answer), batch {}",
+            args.batch
+        ),
         args.batch,
         len,
         t,
@@ -194,7 +214,10 @@ pub(crate) fn run(args: BenchArgs, out: &Output) -> anyhow::Result<()> {
         let start = Instant::now();
         for _ in 0..steps_n {
             let out = model
-                .forward(vec![Row::tokens(vec![next]).with_past(cache)], &Capture::kv())?
+                .forward(
+                    vec![Row::tokens(vec![next]).with_past(cache)],
+                    &Capture::kv(),
+                )?
                 .remove(0);
             next = glassbox::runtime::argmax(out.logits.expect("last logits").at(0));
             cache = out.kv.expect("asked for the cache");

@@ -59,7 +59,10 @@ pub(crate) fn run(cmd: ModelsCommand, out: &Output) -> anyhow::Result<()> {
             if out.json {
                 return out.print_json(&listed);
             }
-            println!("{:<28} {:<8} {:<12} {:<10} description", "name", "arch", "format", "status");
+            println!(
+                "{:<28} {:<8} {:<12} {:<10} description",
+                "name", "arch", "format", "status"
+            );
             for m in &listed {
                 let status = match (&m.path, m.cached) {
                     (_, true) => "cached",
@@ -97,7 +100,8 @@ pub(crate) fn run(cmd: ModelsCommand, out: &Output) -> anyhow::Result<()> {
                             .join(", ")
                     ))
                 })?;
-                let files = models::ensure(&manifest, &cache, Fetch::IfMissing, force, &Bars::new())?;
+                let files =
+                    models::ensure(&manifest, &cache, Fetch::IfMissing, force, &Bars::new())?;
                 let path = match files {
                     models::ModelFiles::Gguf(p) | models::ModelFiles::HfDir(p) => p,
                 };
@@ -134,11 +138,19 @@ pub(crate) fn run(cmd: ModelsCommand, out: &Output) -> anyhow::Result<()> {
             );
             println!(
                 "layers       {} (hidden {}, mlp {}, heads {} / kv {} of {})",
-                c.num_layers, c.hidden_size, c.intermediate_size, c.num_heads, c.num_kv_heads, c.head_dim
+                c.num_layers,
+                c.hidden_size,
+                c.intermediate_size,
+                c.num_heads,
+                c.num_kv_heads,
+                c.head_dim
             );
             println!("context      {} tokens", c.context_length);
             if let Some(w) = c.sliding_window {
-                println!("windows      {} tokens on all but every {}th layer", w.size, w.pattern);
+                println!(
+                    "windows      {} tokens on all but every {}th layer",
+                    w.size, w.pattern
+                );
             }
             println!("vocabulary   {} tokens", model.tokenizer().vocab_size());
             println!(

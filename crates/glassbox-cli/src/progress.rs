@@ -22,14 +22,13 @@ impl Progress for Bars {
     fn begin(&self, label: &str, total: Option<u64>) {
         let bar = match total {
             Some(n) => ProgressBar::new(n).with_style(
-                ProgressStyle::with_template(
-                    "{msg:32} [{bar:30}] {bytes}/{total_bytes} ({eta})",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{msg:32} [{bar:30}] {bytes}/{total_bytes} ({eta})")
+                    .expect("valid template")
+                    .progress_chars("=> "),
             ),
             None => ProgressBar::new_spinner().with_style(
-                ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"),
+                ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                    .expect("valid template"),
             ),
         };
         bar.set_message(label.to_string());

@@ -148,10 +148,17 @@ pub(crate) fn score(args: ScoreArgs, out: &Output) -> anyhow::Result<()> {
             "seconds": seconds,
         }));
     }
-    println!("{:>4}  {:<20} {:>9} {:>8}  most likely", "#", "token", "log p", "p");
+    println!(
+        "{:>4}  {:<20} {:>9} {:>8}  most likely",
+        "#", "token", "log p", "p"
+    );
     for (i, (&t, &lp)) in cont.iter().zip(&scored.logprobs).enumerate() {
         let best = scored.argmax[i];
-        let mark = if best == t { "=".to_string() } else { format!("{:?}", token_out(&model, best).text) };
+        let mark = if best == t {
+            "=".to_string()
+        } else {
+            format!("{:?}", token_out(&model, best).text)
+        };
         println!(
             "{i:>4}  {:<20} {lp:>9.4} {:>8.4}  {mark}",
             format!("{:?}", token_out(&model, t).text),
@@ -271,10 +278,18 @@ pub(crate) fn inspect(args: InspectArgs, out: &Output) -> anyhow::Result<()> {
         }
         return out.print_json(&serde_json::json!({"written": args.output}));
     }
-    println!("{} tokens, forward pass {:.3} s", encoding.ids.len(), seconds);
+    println!(
+        "{} tokens, forward pass {:.3} s",
+        encoding.ids.len(),
+        seconds
+    );
     println!("next token:");
     for t in &top {
-        println!("  {:<20} log p = {:.4}", format!("{:?}", t["text"].as_str().unwrap_or("")), t["logprob"].as_f64().unwrap_or(0.0));
+        println!(
+            "  {:<20} log p = {:.4}",
+            format!("{:?}", t["text"].as_str().unwrap_or("")),
+            t["logprob"].as_f64().unwrap_or(0.0)
+        );
     }
     for (hook, a) in &output.activations {
         print!("{:<26} shape {:?}", hook.name(), a.shape);
@@ -284,14 +299,22 @@ pub(crate) fn inspect(args: InspectArgs, out: &Output) -> anyhow::Result<()> {
             let mut mean = vec![0f32; k];
             for h in 0..heads {
                 let row = &a.data[(h * q + q - 1) * k..(h * q + q) * k];
-                mean.iter_mut().zip(row).for_each(|(m, v)| *m += v / heads as f32);
+                mean.iter_mut()
+                    .zip(row)
+                    .for_each(|(m, v)| *m += v / heads as f32);
             }
             let mut idx: Vec<usize> = (0..k).collect();
             idx.sort_by(|&x, &y| mean[y].total_cmp(&mean[x]));
             let best: Vec<String> = idx
                 .iter()
                 .take(3)
-                .map(|&j| format!("{:?} {:.2}", token_out(&model, encoding.ids[j]).text, mean[j]))
+                .map(|&j| {
+                    format!(
+                        "{:?} {:.2}",
+                        token_out(&model, encoding.ids[j]).text,
+                        mean[j]
+                    )
+                })
                 .collect();
             print!("  last token attends to {}", best.join(", "));
         }

@@ -33,7 +33,9 @@ impl Cache {
         if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
             return Self::new(PathBuf::from(dir).join("glassbox"));
         }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| ".".into());
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| ".".into());
         Self::new(home.join(".cache").join("glassbox"))
     }
 
@@ -62,7 +64,12 @@ fn fingerprint(file: &Path, sha256: &str) -> Result<String, ModelsError> {
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    Ok(format!("{} {} {}", sha256.to_ascii_lowercase(), meta.len(), mtime))
+    Ok(format!(
+        "{} {} {}",
+        sha256.to_ascii_lowercase(),
+        meta.len(),
+        mtime
+    ))
 }
 
 /// Records that `file` was verified to have `sha256`.
@@ -73,7 +80,10 @@ pub(crate) fn write_verified_marker(file: &Path, sha256: &str) -> Result<(), Mod
 
 /// Whether `file` carries a marker that still matches it for `sha256`.
 pub(crate) fn is_verified(file: &Path, sha256: &str) -> bool {
-    match (fs::read_to_string(marker_path(file)), fingerprint(file, sha256)) {
+    match (
+        fs::read_to_string(marker_path(file)),
+        fingerprint(file, sha256),
+    ) {
         (Ok(marker), Ok(now)) => marker.trim() == now,
         _ => false,
     }
@@ -93,7 +103,10 @@ mod tests {
         assert!(is_verified(&file, "ab"));
         assert!(!is_verified(&file, "cd"), "another hash is not verified");
         fs::write(&file, b"weights, changed").unwrap();
-        assert!(!is_verified(&file, "ab"), "a changed file needs hashing again");
+        assert!(
+            !is_verified(&file, "ab"),
+            "a changed file needs hashing again"
+        );
     }
 
     #[test]

@@ -82,13 +82,16 @@ pub(crate) fn resolve_hub_in(
 /// The distinct shard files named by a safetensors index.
 fn shard_names(index: &std::path::Path) -> Result<Vec<String>, ModelsError> {
     let text = std::fs::read_to_string(index).map_err(|e| ModelsError::io(index, e))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| ModelsError::Hub {
-            message: format!("{}: {e}", index.display()),
-        })?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelsError::Hub {
+        message: format!("{}: {e}", index.display()),
+    })?;
     let mut names: Vec<String> = value["weight_map"]
         .as_object()
-        .map(|m| m.values().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|m| {
+            m.values()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names.dedup();

@@ -203,7 +203,10 @@ pub fn ensure(
     progress: &dyn Progress,
 ) -> Result<ModelFiles, ModelsError> {
     if let Some(hub) = &manifest.source.hub {
-        return Ok(ModelFiles::HfDir(resolve_hub(hub, fetch == Fetch::IfMissing)?));
+        return Ok(ModelFiles::HfDir(resolve_hub(
+            hub,
+            fetch == Fetch::IfMissing,
+        )?));
     }
     let (Some(file_name), Some(sha256)) = (&manifest.file_name, &manifest.sha256) else {
         return Err(ModelsError::Manifest {
@@ -237,7 +240,9 @@ pub fn ensure(
 
 /// Where a manifest's file would be cached, and whether it is there and verified.
 pub fn cached_status(manifest: &Manifest, cache: &Cache) -> Option<(PathBuf, bool)> {
-    let path = cache.model_dir(&manifest.name).join(manifest.file_name.as_ref()?);
+    let path = cache
+        .model_dir(&manifest.name)
+        .join(manifest.file_name.as_ref()?);
     let verified = manifest
         .sha256
         .as_ref()
@@ -288,6 +293,10 @@ mod tests {
         let err = ensure(&manifest, &cache, Fetch::Never, false, &NoProgress).unwrap_err();
         assert!(matches!(err, ModelsError::ChecksumMismatch { .. }), "{err}");
         assert!(err.is_input_error());
-        assert_eq!(std::fs::read(&path).unwrap(), b"truncated", "the file is left alone");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"truncated",
+            "the file is left alone"
+        );
     }
 }

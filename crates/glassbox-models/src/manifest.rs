@@ -188,7 +188,9 @@ mod tests {
             version = "1"
             member = "m"
         "#;
-        let err = Manifest::parse(missing_hash, "x.toml").unwrap_err().to_string();
+        let err = Manifest::parse(missing_hash, "x.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("x.toml") && err.contains("sha256"), "{err}");
         let unknown_field = "name = 1\nfoo = 2";
         assert!(Manifest::parse(unknown_field, "y.toml").is_err());

@@ -31,13 +31,34 @@ pub enum Hook {
 
 /// The names a user can ask for, with what they hold (for `--help` and `list` output).
 pub const HOOK_NAMES: &[(&str, &str)] = &[
-    ("blocks.L.resid_pre", "residual stream entering block L [tokens, hidden]"),
-    ("blocks.L.resid_mid", "residual stream after block L's attention [tokens, hidden]"),
-    ("blocks.L.resid_post", "residual stream leaving block L [tokens, hidden]"),
-    ("blocks.L.attn.pattern", "attention probabilities of block L [heads, tokens, keys]"),
-    ("blocks.L.attn.out", "attention output added to the residual stream [tokens, hidden]"),
-    ("blocks.L.mlp.out", "MLP output added to the residual stream [tokens, hidden]"),
-    ("final_norm", "hidden states after the final norm, input of the LM head [tokens, hidden]"),
+    (
+        "blocks.L.resid_pre",
+        "residual stream entering block L [tokens, hidden]",
+    ),
+    (
+        "blocks.L.resid_mid",
+        "residual stream after block L's attention [tokens, hidden]",
+    ),
+    (
+        "blocks.L.resid_post",
+        "residual stream leaving block L [tokens, hidden]",
+    ),
+    (
+        "blocks.L.attn.pattern",
+        "attention probabilities of block L [heads, tokens, keys]",
+    ),
+    (
+        "blocks.L.attn.out",
+        "attention output added to the residual stream [tokens, hidden]",
+    ),
+    (
+        "blocks.L.mlp.out",
+        "MLP output added to the residual stream [tokens, hidden]",
+    ),
+    (
+        "final_norm",
+        "hidden states after the final norm, input of the LM head [tokens, hidden]",
+    ),
 ];
 
 impl Hook {
@@ -144,7 +165,11 @@ impl Capture {
     }
 
     pub(crate) fn check_layers(&self, layers: usize) -> Result<(), RuntimeError> {
-        match self.hooks.iter().find(|h| h.layer().is_some_and(|l| l >= layers)) {
+        match self
+            .hooks
+            .iter()
+            .find(|h| h.layer().is_some_and(|l| l >= layers))
+        {
             Some(h) => Err(RuntimeError::BadHook {
                 spec: h.name(),
                 why: format!("the model has layers 0..{}", layers - 1),
@@ -180,11 +205,21 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_patterns_expand() {
-        for h in [Hook::ResidPre(3), Hook::AttnPattern(0), Hook::MlpOut(2), Hook::FinalNorm] {
+        for h in [
+            Hook::ResidPre(3),
+            Hook::AttnPattern(0),
+            Hook::MlpOut(2),
+            Hook::FinalNorm,
+        ] {
             assert_eq!(Hook::parse(&h.name(), 4).unwrap(), vec![h]);
         }
         assert_eq!(Hook::parse("blocks.*.attn.pattern", 3).unwrap().len(), 3);
-        for bad in ["blocks.9.resid_pre", "blocks.x.resid_pre", "blocks.1.nope", "logits"] {
+        for bad in [
+            "blocks.9.resid_pre",
+            "blocks.x.resid_pre",
+            "blocks.1.nope",
+            "logits",
+        ] {
             assert!(Hook::parse(bad, 4).is_err(), "{bad}");
         }
         let c = Capture::parse(&["blocks.*.resid_post", "final_norm"], 2).unwrap();

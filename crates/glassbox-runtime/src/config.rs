@@ -145,12 +145,18 @@ impl ModelConfig {
             ));
         }
         if self.head_dim % 2 != 0 {
-            return Err(bad("head_dim", "rotary embeddings need an even head size".into()));
+            return Err(bad(
+                "head_dim",
+                "rotary embeddings need an even head size".into(),
+            ));
         }
         if let Some(w) = self.sliding_window
             && (w.size == 0 || w.pattern == 0)
         {
-            return Err(bad("sliding_window", "size and pattern must be positive".into()));
+            return Err(bad(
+                "sliding_window",
+                "size and pattern must be positive".into(),
+            ));
         }
         Ok(self)
     }
@@ -181,7 +187,9 @@ impl ModelConfig {
                 });
             }
         };
-        if g.opt_str("rope.scaling.type").is_some_and(|t| t != "none" && t != "linear") {
+        if g.opt_str("rope.scaling.type")
+            .is_some_and(|t| t != "none" && t != "linear")
+        {
             return Err(RuntimeError::Unsupported(format!(
                 "{origin}: rope scaling `{}` is not implemented",
                 g.opt_str("rope.scaling.type").unwrap_or_default()
@@ -214,8 +222,10 @@ impl ModelConfig {
             context_length: g.usize("context_length")?,
             rms_norm_eps: g.f32("attention.layer_norm_rms_epsilon")?,
             rope_theta: g.opt_f32("rope.freq_base").unwrap_or(10_000.0),
-            rope_local_theta: gemma
-                .then(|| g.opt_f32("rope.local_freq_base").unwrap_or(GEMMA3_LOCAL_ROPE_THETA)),
+            rope_local_theta: gemma.then(|| {
+                g.opt_f32("rope.local_freq_base")
+                    .unwrap_or(GEMMA3_LOCAL_ROPE_THETA)
+            }),
             rope_scaling: g
                 .opt_f32("rope.scaling.factor")
                 .filter(|f| *f > 0.0)
@@ -287,8 +297,12 @@ impl ModelConfig {
         let gemma = architecture == Architecture::Gemma3;
         let hidden_size = j.usize("hidden_size")?;
         let num_heads = j.usize("num_attention_heads")?;
-        let head_dim = j.opt_usize("head_dim").unwrap_or(hidden_size / num_heads.max(1));
-        let query_scalar = j.opt_f32("query_pre_attn_scalar").unwrap_or(head_dim as f32);
+        let head_dim = j
+            .opt_usize("head_dim")
+            .unwrap_or(hidden_size / num_heads.max(1));
+        let query_scalar = j
+            .opt_f32("query_pre_attn_scalar")
+            .unwrap_or(head_dim as f32);
         let config = ModelConfig {
             architecture,
             arch_name: match arch.as_str() {
@@ -456,7 +470,10 @@ mod tests {
         j["architectures"] = serde_json::json!(["BertModel"]);
         let err = ModelConfig::from_hf_json(&j, "c.json").unwrap_err();
         assert!(err.to_string().contains("BertModel"), "{err}");
-        assert!(err.to_string().contains("LlamaForCausalLM"), "lists what works: {err}");
+        assert!(
+            err.to_string().contains("LlamaForCausalLM"),
+            "lists what works: {err}"
+        );
 
         let mut j = gemma_json();
         j["num_key_value_heads"] = serde_json::json!(3);

@@ -10,17 +10,19 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use glassbox_kernels::math::{gelu_tanh_mul, rms_norm_rows, rms_norm_rows_in_place, rope_half, silu_mul};
-use rayon::prelude::*;
+use glassbox_kernels::math::{
+    gelu_tanh_mul, rms_norm_rows, rms_norm_rows_in_place, rope_half, silu_mul,
+};
 use glassbox_kernels::{AttentionShape, KeyFilter, attention};
+use rayon::prelude::*;
 
+use crate::RuntimeError;
 use crate::capture::{Array, Capture, Hook};
 use crate::config::{Activation, ModelConfig};
 use crate::kv::{KvCache, KvData};
 use crate::mask::AttentionMask;
 use crate::model::Model;
 use crate::rope::RopeTables;
-use crate::RuntimeError;
 
 /// The tokens of a row: ids, or input embeddings (already scaled, as [`Model::embed`] gives
 /// them) for callers that splice in other vectors (image features, interpolated inputs).
@@ -199,7 +201,11 @@ pub(crate) fn forward(
     // faults that showed up as several percent of a batched forward.
     let mut h = vec![0f32; total * d];
     let mut qkv = vec![0f32; total * (qw + 2 * kvw)];
-    let (mut q, mut k, mut v) = (vec![0f32; total * qw], vec![0f32; total * kvw], vec![0f32; total * kvw]);
+    let (mut q, mut k, mut v) = (
+        vec![0f32; total * qw],
+        vec![0f32; total * kvw],
+        vec![0f32; total * kvw],
+    );
     let mut attn = vec![0f32; total * qw];
     let mut delta = vec![0f32; total * d];
     let mut gu = vec![0f32; total * 2 * inter];
@@ -208,7 +214,9 @@ pub(crate) fn forward(
         keep(&mut captured, Hook::ResidPre(l), &x, d);
 
         // Attention sub-block.
-        par_rows(&mut h, d, |r, hr| rms_norm_rows(&x[r * d..r * d + hr.len()], &lw.attn_norm, eps, hr));
+        par_rows(&mut h, d, |r, hr| {
+            rms_norm_rows(&x[r * d..r * d + hr.len()], &lw.attn_norm, eps, hr)
+        });
         lw.qkv.forward_into(&h, total, &mut qkv)?;
         let width = qw + 2 * kvw;
         let bias = lw.qkv_bias.as_deref();
@@ -224,7 +232,9 @@ pub(crate) fn forward(
         for (buf, offset) in [(&mut k, qw), (&mut v, qw + kvw)] {
             par_rows(buf, kvw, |r, br| {
                 for (i, dst) in br.chunks_mut(kvw).enumerate() {
-                    dst.copy_from_slice(&qkv[(r + i) * width + offset..(r + i) * width + offset + kvw]);
+                    dst.copy_from_slice(
+                        &qkv[(r + i) * width + offset..(r + i) * width + offset + kvw],
+                    );
                     if let Some(b) = bias {
                         dst.iter_mut().zip(&b[offset..]).for_each(|(x, b)| *x += b);
                     }
@@ -242,7 +252,13 @@ pub(crate) fn forward(
                     rms_norm_rows_in_place(br, w, eps);
                 }
                 let rows = br.len() / width;
-                rope_half(br, heads, hd, &cos[r * half..(r + rows) * half], &sin[r * half..(r + rows) * half]);
+                rope_half(
+                    br,
+                    heads,
+                    hd,
+                    &cos[r * half..(r + rows) * half],
+                    &sin[r * half..(r + rows) * half],
+                );
             });
         }
 
@@ -284,7 +300,9 @@ pub(crate) fn forward(
         keep(&mut captured, Hook::ResidMid(l), &x, d);
 
         // MLP sub-block.
-        par_rows(&mut h, d, |r, hr| rms_norm_rows(&x[r * d..r * d + hr.len()], &lw.ffn_norm, eps, hr));
+        par_rows(&mut h, d, |r, hr| {
+            rms_norm_rows(&x[r * d..r * d + hr.len()], &lw.ffn_norm, eps, hr)
+        });
         lw.gate_up.forward_into(&h, total, &mut gu)?;
         par_rows(&mut act, inter, |r, ar| {
             for (i, out) in ar.chunks_mut(inter).enumerate() {
@@ -306,7 +324,9 @@ pub(crate) fn forward(
     }
     drop((qkv, q, k, v, attn, delta, gu, act));
 
-    par_rows(&mut h, d, |r, hr| rms_norm_rows(&x[r * d..r * d + hr.len()], &weights.final_norm, eps, hr));
+    par_rows(&mut h, d, |r, hr| {
+        rms_norm_rows(&x[r * d..r * d + hr.len()], &weights.final_norm, eps, hr)
+    });
     keep(&mut captured, Hook::FinalNorm, &h, d);
 
     // LM head, only at the requested positions of all rows in one GEMM.
@@ -439,8 +459,8 @@ fn plan_row(cfg: &ModelConfig, row: &Row, start: usize) -> Result<RowPlan, Runti
                 let own = past_len + i;
                 let pos = kv.positions[own];
                 // First key whose position is less than `size` behind the query.
-                let first_visible = kv.positions[..=own]
-                    .partition_point(|&p| (pos - p) as usize >= w.size);
+                let first_visible =
+                    kv.positions[..=own].partition_point(|&p| (pos - p) as usize >= w.size);
                 (first_visible, own + 1)
             })
             .collect(),

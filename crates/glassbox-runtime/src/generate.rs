@@ -4,12 +4,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use crate::RuntimeError;
 use crate::capture::Capture;
 use crate::forward::{LogitsAt, Row};
 use crate::kv::KvCache;
 use crate::model::Model;
 use crate::score::{argmax, log_softmax_at};
-use crate::RuntimeError;
 
 /// How the next token is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -117,7 +117,11 @@ fn choose(logits: &[f32], sampling: Sampling, rng: &mut Option<StdRng>) -> u32 {
 
 impl Model {
     /// Generates a continuation of `prompt` (token ids, BOS included if wanted).
-    pub fn generate(&self, prompt: &[u32], options: &GenerateOptions) -> Result<Generation, RuntimeError> {
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        options: &GenerateOptions,
+    ) -> Result<Generation, RuntimeError> {
         Ok(self.generate_batch(&[prompt.to_vec()], options)?.remove(0))
     }
 
@@ -129,8 +133,12 @@ impl Model {
         prompts: &[Vec<u32>],
         options: &GenerateOptions,
     ) -> Result<Vec<Generation>, RuntimeError> {
-        if let Sampling::Sample { temperature, top_p, .. } = options.sampling
-            && (temperature.is_nan() || temperature <= 0.0 || top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0)))
+        if let Sampling::Sample {
+            temperature, top_p, ..
+        } = options.sampling
+            && (temperature.is_nan()
+                || temperature <= 0.0
+                || top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0)))
         {
             return Err(RuntimeError::InvalidRequest(
                 "temperature must be > 0 and top-p in (0, 1]".into(),
@@ -145,7 +153,9 @@ impl Model {
         let n = prompts.len();
         let mut rngs: Vec<Option<StdRng>> = (0..n)
             .map(|i| match options.sampling {
-                Sampling::Sample { seed, .. } => Some(StdRng::seed_from_u64(seed.wrapping_add(i as u64))),
+                Sampling::Sample { seed, .. } => {
+                    Some(StdRng::seed_from_u64(seed.wrapping_add(i as u64)))
+                }
                 Sampling::Greedy => None,
             })
             .collect();
@@ -156,7 +166,9 @@ impl Model {
         // Each step feeds, per running sequence, its pending tokens (first the prompt).
         let mut pending: Vec<Vec<u32>> = prompts.to_vec();
         if options.max_new_tokens == 0 {
-            stops.iter_mut().for_each(|s| *s = Some(StopReason::MaxTokens));
+            stops
+                .iter_mut()
+                .for_each(|s| *s = Some(StopReason::MaxTokens));
         }
         loop {
             let running: Vec<usize> = (0..n).filter(|&i| stops[i].is_none()).collect();
@@ -166,7 +178,8 @@ impl Model {
             let rows = running
                 .iter()
                 .map(|&i| {
-                    let mut row = Row::tokens(std::mem::take(&mut pending[i])).with_logits(LogitsAt::Last);
+                    let mut row =
+                        Row::tokens(std::mem::take(&mut pending[i])).with_logits(LogitsAt::Last);
                     if let Some(c) = caches[i].take() {
                         row = row.with_past(c);
                     }
@@ -226,7 +239,9 @@ mod tests {
         };
         let draw = |seed| {
             let mut rng = Some(StdRng::seed_from_u64(seed));
-            (0..50).map(|_| choose(&logits, sampling, &mut rng)).collect::<Vec<_>>()
+            (0..50)
+                .map(|_| choose(&logits, sampling, &mut rng))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(3), draw(3));
         assert_ne!(draw(3), draw(4));

@@ -9,11 +9,11 @@
 
 use candle_core::{D, DType, Device, Tensor};
 
+use crate::RuntimeError;
 use crate::config::Activation;
 use crate::mask::AttentionMask;
 use crate::model::Model;
 use crate::rope::table;
-use crate::RuntimeError;
 
 /// Row-wise RMS norm from differentiable primitives.
 fn rms_norm(x: &Tensor, weight: &[f32], eps: f32) -> Result<Tensor, RuntimeError> {
@@ -80,7 +80,9 @@ impl Model {
             for i in 0..len {
                 for j in 0..len {
                     let hidden_by_window = window.is_some_and(|w| i - j.min(i) >= w);
-                    let blocked_here = blocked.iter().any(|(q, k)| q.contains(&i) && k.contains(&j));
+                    let blocked_here = blocked
+                        .iter()
+                        .any(|(q, k)| q.contains(&i) && k.contains(&j));
                     if j > i || hidden_by_window || blocked_here {
                         m[i * len + j] = f32::NEG_INFINITY;
                     }
@@ -125,7 +127,8 @@ impl Model {
                 .reshape((kv_heads, group * len, hd))?;
             let k = k.transpose(0, 1)?.contiguous()?;
             let v = v.transpose(0, 1)?.contiguous()?;
-            let scores = (q.matmul(&k.transpose(1, 2)?.contiguous()?)? * cfg.attention_scale as f64)?;
+            let scores =
+                (q.matmul(&k.transpose(1, 2)?.contiguous()?)? * cfg.attention_scale as f64)?;
             let mask = match (&local_mask, cfg.layer_window(l)) {
                 (Some(m), Some(_)) => m,
                 _ => &global_mask,

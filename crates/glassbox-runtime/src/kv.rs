@@ -24,7 +24,12 @@ pub(crate) struct KvData {
 
 impl std::fmt::Debug for KvCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "KvCache[{} tokens, {} layers]", self.len(), self.data.layers.len())
+        write!(
+            f,
+            "KvCache[{} tokens, {} layers]",
+            self.len(),
+            self.data.layers.len()
+        )
     }
 }
 

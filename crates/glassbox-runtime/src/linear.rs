@@ -34,7 +34,12 @@ impl Linear {
     }
 
     /// `x · Wᵀ` into `out` (`rows × out_features`), so callers can reuse buffers.
-    pub(crate) fn forward_into(&self, x: &[f32], rows: usize, out: &mut [f32]) -> Result<(), RuntimeError> {
+    pub(crate) fn forward_into(
+        &self,
+        x: &[f32],
+        rows: usize,
+        out: &mut [f32],
+    ) -> Result<(), RuntimeError> {
         match self {
             Linear::Packed(w) => {
                 gemm_packed(x, w.k(), rows, w, out, w.n(), true);
@@ -82,7 +87,10 @@ impl CustomOp1 for PackedLinear {
         let dims = layout.dims();
         let k = *dims.last().unwrap_or(&0);
         if k != w.k() {
-            candle_core::bail!("packed-linear: input has {k} features, weight expects {}", w.k());
+            candle_core::bail!(
+                "packed-linear: input has {k} features, weight expects {}",
+                w.k()
+            );
         }
         let CpuStorage::F32(data) = storage else {
             candle_core::bail!("packed-linear: only f32 inputs");
@@ -120,18 +128,33 @@ mod tests {
     fn packed_linear_forward_and_backward_match_dense_matmul() {
         let dev = Device::Cpu;
         let (n, k) = (5, 7);
-        let w: Vec<f32> = (0..n * k).map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1).collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1)
+            .collect();
         let lin = Linear::Packed(Arc::new(PackedMatrix::from_rows(&w, n, k, k)));
-        let x = Var::from_tensor(&Tensor::arange(0f32, 21.0, &dev).unwrap().reshape((3, 7)).unwrap())
-            .unwrap();
+        let x = Var::from_tensor(
+            &Tensor::arange(0f32, 21.0, &dev)
+                .unwrap()
+                .reshape((3, 7))
+                .unwrap(),
+        )
+        .unwrap();
         let y = lin.forward_tensor(x.as_tensor()).unwrap();
         let wt = Tensor::from_vec(w, (n, k), &dev).unwrap();
         let want = x.as_tensor().matmul(&wt.t().unwrap()).unwrap();
-        let diff = (y.clone() - want).unwrap().abs().unwrap().max_all().unwrap();
+        let diff = (y.clone() - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
 
         // d/dx sum(y * c) = c · W.
-        let c = Tensor::arange(0f32, 15.0, &dev).unwrap().reshape((3, 5)).unwrap();
+        let c = Tensor::arange(0f32, 15.0, &dev)
+            .unwrap()
+            .reshape((3, 5))
+            .unwrap();
         let grads = (y * &c).unwrap().sum_all().unwrap().backward().unwrap();
         let gx = grads.get(x.as_tensor()).unwrap();
         let want = c.matmul(&wt).unwrap();

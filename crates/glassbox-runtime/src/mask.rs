@@ -81,7 +81,10 @@ mod tests {
         assert!(self_hiding.for_queries(4, 3).is_err());
         let blocks = m.for_queries(5, 3).unwrap();
         assert_eq!(blocks, vec![(0..3, 2..5)]);
-        assert!(m.for_queries(0, 2).unwrap().is_empty(), "queries before the span are free");
+        assert!(
+            m.for_queries(0, 2).unwrap().is_empty(),
+            "queries before the span are free"
+        );
         assert!(AttentionMask::new().block(3..3, 0..1).is_empty());
     }
 }

@@ -7,12 +7,12 @@ use candle_core::quantized::gguf_file::Value;
 use glassbox_tokenizer::{ChatMessage, ChatTemplate, GgufVocab, Tokenizer};
 use serde::Serialize;
 
+use crate::RuntimeError;
 use crate::capture::{Array, Capture};
 use crate::config::ModelConfig;
 use crate::forward::{Row, RowOutput};
 use crate::linear::Linear;
 use crate::weights::{Embedding, GgufSource, SafetensorsSource, WeightMode, Weights, load_weights};
-use crate::RuntimeError;
 
 /// Options for loading a model.
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,7 +52,9 @@ impl Model {
         let tokenizer = Tokenizer::from_gguf(&vocab)?;
         let chat = gguf_chat_template(src.metadata(), &origin, &tokenizer)?;
         let weights = load_weights(&mut src, &config, options.weights)?;
-        Self::assemble(config, weights, tokenizer, chat, name, path, "gguf", options)
+        Self::assemble(
+            config, weights, tokenizer, chat, name, path, "gguf", options,
+        )
     }
 
     /// Loads a Hugging Face model directory: `config.json`, `tokenizer.json`, optional
@@ -66,7 +68,8 @@ impl Model {
             ));
         }
         let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path).map_err(|e| RuntimeError::io(&config_path, e))?;
+        let text =
+            std::fs::read_to_string(&config_path).map_err(|e| RuntimeError::io(&config_path, e))?;
         let json: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| RuntimeError::BadConfig {
                 origin: config_path.display().to_string(),
@@ -76,7 +79,8 @@ impl Model {
         let config = ModelConfig::from_hf_json(&json, &config_path.display().to_string())?;
         let tok_config = dir.join("tokenizer_config.json");
         let tok_config = tok_config.is_file().then_some(tok_config);
-        let tokenizer = Tokenizer::from_hf_files(&dir.join("tokenizer.json"), tok_config.as_deref())?;
+        let tokenizer =
+            Tokenizer::from_hf_files(&dir.join("tokenizer.json"), tok_config.as_deref())?;
         let chat = match &tok_config {
             Some(path) => hf_chat_template(path)?
                 .map(|t| chat_template(&t, &tokenizer))
@@ -85,7 +89,16 @@ impl Model {
         };
         let mut src = SafetensorsSource::open(dir)?;
         let weights = load_weights(&mut src, &config, options.weights)?;
-        Self::assemble(config, weights, tokenizer, chat, name, dir, "safetensors", options)
+        Self::assemble(
+            config,
+            weights,
+            tokenizer,
+            chat,
+            name,
+            dir,
+            "safetensors",
+            options,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -145,7 +158,11 @@ impl Model {
     }
 
     /// The instrumented forward pass over a batch (see [`Row`] and [`Capture`]).
-    pub fn forward(&self, rows: Vec<Row>, capture: &Capture) -> Result<Vec<RowOutput>, RuntimeError> {
+    pub fn forward(
+        &self,
+        rows: Vec<Row>,
+        capture: &Capture,
+    ) -> Result<Vec<RowOutput>, RuntimeError> {
         crate::forward::forward(self, rows, capture)
     }
 
@@ -153,7 +170,10 @@ impl Model {
     /// scales them), `[tokens, hidden]`.
     pub fn embed(&self, ids: &[u32]) -> Result<Array, RuntimeError> {
         let d = self.config.hidden_size;
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.config.vocab_size) {
+        if let Some(&bad) = ids
+            .iter()
+            .find(|&&id| id as usize >= self.config.vocab_size)
+        {
             return Err(RuntimeError::BadTokenId {
                 id: bad,
                 vocab: self.config.vocab_size,
@@ -178,9 +198,9 @@ impl Model {
         let mut row = vec![0f32; self.config.hidden_size];
         match (&self.weights.lm_head, &self.weights.embedding) {
             (Linear::Packed(m), _) => m.copy_row(token as usize, &mut row),
-            (Linear::Quantized(..), Embedding::Dense(_)) if self.config.tied_embeddings => {
-                self.weights.embed_into(&[token], self.config.hidden_size, &mut row)
-            }
+            (Linear::Quantized(..), Embedding::Dense(_)) if self.config.tied_embeddings => self
+                .weights
+                .embed_into(&[token], self.config.hidden_size, &mut row),
             _ => {
                 return Err(RuntimeError::Unsupported(
                     "LM-head rows of an untied quantized head: load with `--weights f32`".into(),
@@ -257,11 +277,12 @@ fn chat_template(source: &str, tokenizer: &Tokenizer) -> Result<ChatTemplate, Ru
 /// which `default` is used.
 fn hf_chat_template(path: &Path) -> Result<Option<String>, RuntimeError> {
     let text = std::fs::read_to_string(path).map_err(|e| RuntimeError::io(path, e))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| RuntimeError::BadConfig {
-        origin: path.display().to_string(),
-        key: "(file)".into(),
-        message: format!("not valid JSON: {e}"),
-    })?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| RuntimeError::BadConfig {
+            origin: path.display().to_string(),
+            key: "(file)".into(),
+            message: format!("not valid JSON: {e}"),
+        })?;
     Ok(match &json["chat_template"] {
         serde_json::Value::String(s) => Some(s.clone()),
         serde_json::Value::Array(list) => list
@@ -299,21 +320,31 @@ fn gguf_vocab(md: &HashMap<String, Value>, origin: &str) -> Result<GgufVocab, Ru
             })
             .transpose()
     };
-    let model = string("tokenizer.ggml.model")
-        .ok_or_else(|| bad("tokenizer.ggml.model", "missing: the GGUF has no tokenizer".into()))?;
+    let model = string("tokenizer.ggml.model").ok_or_else(|| {
+        bad(
+            "tokenizer.ggml.model",
+            "missing: the GGUF has no tokenizer".into(),
+        )
+    })?;
     let tokens = strings("tokenizer.ggml.tokens")?
         .ok_or_else(|| bad("tokenizer.ggml.tokens", "missing".into()))?;
     let scores = array("tokenizer.ggml.scores")?
         .map(|a| {
             a.iter()
-                .map(|v| v.to_f32().map_err(|e| bad("tokenizer.ggml.scores", e.to_string())))
+                .map(|v| {
+                    v.to_f32()
+                        .map_err(|e| bad("tokenizer.ggml.scores", e.to_string()))
+                })
                 .collect::<Result<Vec<f32>, _>>()
         })
         .transpose()?;
     let token_types = array("tokenizer.ggml.token_type")?
         .map(|a| {
             a.iter()
-                .map(|v| v.to_i32().map_err(|e| bad("tokenizer.ggml.token_type", e.to_string())))
+                .map(|v| {
+                    v.to_i32()
+                        .map_err(|e| bad("tokenizer.ggml.token_type", e.to_string()))
+                })
                 .collect::<Result<Vec<i32>, _>>()
         })
         .transpose()?;

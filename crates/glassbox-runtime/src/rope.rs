@@ -44,7 +44,12 @@ impl RopeTables {
 
 /// Angles `pos · θ^(-2i/d) / scale`, computed in f32 as the reference implementations do, so
 /// that logits agree to the last bits that matter.
-pub(crate) fn table(theta: f32, scale: f32, head_dim: usize, positions: &[u32]) -> (Vec<f32>, Vec<f32>) {
+pub(crate) fn table(
+    theta: f32,
+    scale: f32,
+    head_dim: usize,
+    positions: &[u32],
+) -> (Vec<f32>, Vec<f32>) {
     let half = head_dim / 2;
     let inv_freq: Vec<f32> = (0..half)
         .map(|i| 1.0 / theta.powf((2 * i) as f32 / head_dim as f32) / scale)

@@ -7,11 +7,11 @@
 use glassbox_kernels::math::log_sum_exp;
 use serde::Serialize;
 
+use crate::RuntimeError;
 use crate::capture::Capture;
 use crate::forward::{LogitsAt, Row};
 use crate::kv::KvCache;
 use crate::model::Model;
-use crate::RuntimeError;
 
 /// One scoring question: `continuation` after `context` (after `past`, if given).
 #[derive(Debug, Clone)]
@@ -67,7 +67,11 @@ pub fn argmax(logits: &[f32]) -> u32 {
 
 impl Model {
     /// Scores `continuation` after `context` in one forward pass.
-    pub fn score(&self, context: &[u32], continuation: &[u32]) -> Result<ContinuationScore, RuntimeError> {
+    pub fn score(
+        &self,
+        context: &[u32],
+        continuation: &[u32],
+    ) -> Result<ContinuationScore, RuntimeError> {
         let request = ScoreRequest {
             context: context.to_vec(),
             continuation: continuation.to_vec(),
@@ -77,7 +81,10 @@ impl Model {
     }
 
     /// Scores many requests in one batched forward pass.
-    pub fn score_batch(&self, requests: Vec<ScoreRequest>) -> Result<Vec<ContinuationScore>, RuntimeError> {
+    pub fn score_batch(
+        &self,
+        requests: Vec<ScoreRequest>,
+    ) -> Result<Vec<ContinuationScore>, RuntimeError> {
         let mut rows = Vec::with_capacity(requests.len());
         let mut continuations = Vec::with_capacity(requests.len());
         for (i, r) in requests.into_iter().enumerate() {
@@ -89,7 +96,9 @@ impl Model {
                 .in_row(i));
             }
             if r.continuation.is_empty() {
-                return Err(RuntimeError::InvalidRequest("the continuation is empty".into()).in_row(i));
+                return Err(
+                    RuntimeError::InvalidRequest("the continuation is empty".into()).in_row(i),
+                );
             }
             let start = r.context.len() - 1;
             let end = start + r.continuation.len();

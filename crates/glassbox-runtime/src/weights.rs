@@ -108,7 +108,10 @@ fn tensor_name(gguf: bool, arch: Architecture, part: Part, layer: usize) -> Stri
         Part::Output => ("output.weight", "lm_head.weight"),
         Part::FinalNorm => ("output_norm.weight", "model.norm.weight"),
         Part::AttnNorm => ("attn_norm.weight", "input_layernorm.weight"),
-        Part::PostAttnNorm => ("post_attention_norm.weight", "post_attention_layernorm.weight"),
+        Part::PostAttnNorm => (
+            "post_attention_norm.weight",
+            "post_attention_layernorm.weight",
+        ),
         Part::FfnNorm if gemma => ("ffn_norm.weight", "pre_feedforward_layernorm.weight"),
         Part::FfnNorm => ("ffn_norm.weight", "post_attention_layernorm.weight"),
         Part::PostFfnNorm => ("post_ffw_norm.weight", "post_feedforward_layernorm.weight"),
@@ -157,13 +160,15 @@ impl GgufSource {
     /// download is reported as such, not as a confusing read error halfway through loading).
     pub(crate) fn open(path: &Path) -> Result<Self, RuntimeError> {
         let file = File::open(path).map_err(|e| RuntimeError::io(path, e))?;
-        let file_len = file.metadata().map_err(|e| RuntimeError::io(path, e))?.len();
+        let file_len = file
+            .metadata()
+            .map_err(|e| RuntimeError::io(path, e))?
+            .len();
         let mut reader = BufReader::new(file);
-        let content =
-            gguf_file::Content::read(&mut reader).map_err(|e| RuntimeError::BadGguf {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+        let content = gguf_file::Content::read(&mut reader).map_err(|e| RuntimeError::BadGguf {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         for (name, info) in &content.tensor_infos {
             let dtype = info.ggml_dtype;
             let bytes = info.shape.elem_count() / dtype.block_size() * dtype.type_size();
@@ -211,7 +216,9 @@ impl TensorSource for GgufSource {
 
     fn load_f32(&mut self, name: &str) -> Result<Vec<f32>, RuntimeError> {
         let q = self.load_quantized(name)?;
-        Ok(q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?)
+        Ok(q.dequantize(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
     }
 
     fn load_quantized(&mut self, name: &str) -> Result<QTensor, RuntimeError> {
@@ -288,12 +295,13 @@ impl TensorSource for SafetensorsSource {
                 name: name.to_string(),
             });
         }
-        let t = self.tensors.load(name, &Device::Cpu).map_err(|e| {
-            RuntimeError::BadWeights {
+        let t = self
+            .tensors
+            .load(name, &Device::Cpu)
+            .map_err(|e| RuntimeError::BadWeights {
                 origin: self.dir.display().to_string(),
                 message: format!("{name}: {e}"),
-            }
-        })?;
+            })?;
         Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
     }
 
@@ -338,10 +346,13 @@ impl Loader<'_> {
     }
 
     fn check_shape(&self, name: &str, expected: &[usize]) -> Result<(), RuntimeError> {
-        let actual = self.src.shape(name).ok_or_else(|| RuntimeError::MissingTensor {
-            origin: self.src.origin().display().to_string(),
-            name: name.to_string(),
-        })?;
+        let actual = self
+            .src
+            .shape(name)
+            .ok_or_else(|| RuntimeError::MissingTensor {
+                origin: self.src.origin().display().to_string(),
+                name: name.to_string(),
+            })?;
         if actual != expected {
             return Err(RuntimeError::BadTensorShape {
                 name: name.to_string(),
@@ -353,7 +364,13 @@ impl Loader<'_> {
     }
 
     /// A vector (norm weight or bias) of length `len`, with `offset` added.
-    fn vector(&mut self, part: Part, layer: usize, len: usize, offset: f32) -> Result<Vec<f32>, RuntimeError> {
+    fn vector(
+        &mut self,
+        part: Part,
+        layer: usize,
+        len: usize,
+        offset: f32,
+    ) -> Result<Vec<f32>, RuntimeError> {
         let name = self.name(part, layer);
         self.check_shape(&name, &[len])?;
         self.parameters += len;
@@ -370,7 +387,8 @@ impl Loader<'_> {
 
     /// Rows `[n, k]` of one matrix, in the runtime's rotary layout.
     fn rows_order(&self, part: Part) -> Option<Vec<usize>> {
-        let interleaved = self.src.is_gguf() && matches!(self.cfg.arch_name.as_str(), "llama" | "mistral");
+        let interleaved =
+            self.src.is_gguf() && matches!(self.cfg.arch_name.as_str(), "llama" | "mistral");
         match part {
             Part::Q if interleaved => Some(half_layout_rows(self.cfg.num_heads, self.cfg.head_dim)),
             Part::K if interleaved => {
@@ -381,7 +399,12 @@ impl Loader<'_> {
     }
 
     /// Several `[n_i, k]` matrices fused by rows into one linear layer.
-    fn linear(&mut self, parts: &[(Part, usize)], layer: usize, k: usize) -> Result<Linear, RuntimeError> {
+    fn linear(
+        &mut self,
+        parts: &[(Part, usize)],
+        layer: usize,
+        k: usize,
+    ) -> Result<Linear, RuntimeError> {
         let mut names = Vec::new();
         for &(part, n) in parts {
             let name = self.name(part, layer);
@@ -400,7 +423,9 @@ impl Loader<'_> {
                         None => rows.extend(data),
                     }
                 }
-                Ok(Linear::Packed(Arc::new(PackedMatrix::from_rows(&rows, total, k, k))))
+                Ok(Linear::Packed(Arc::new(PackedMatrix::from_rows(
+                    &rows, total, k, k,
+                ))))
             }
             WeightMode::Quantized => {
                 let mut mats = Vec::new();
@@ -428,14 +453,34 @@ impl Loader<'_> {
         let c = self.cfg;
         let (d, hd) = (c.hidden_size, c.head_dim);
         let sandwich = c.norm_placement == NormPlacement::Sandwich;
-        let qkv_parts = [(Part::Q, c.q_width()), (Part::K, c.kv_width()), (Part::V, c.kv_width())];
+        let qkv_parts = [
+            (Part::Q, c.q_width()),
+            (Part::K, c.kv_width()),
+            (Part::V, c.kv_width()),
+        ];
         Ok(LayerWeights {
             attn_norm: self.norm(Part::AttnNorm, l, d)?,
-            post_attn_norm: if sandwich { Some(self.norm(Part::PostAttnNorm, l, d)?) } else { None },
+            post_attn_norm: if sandwich {
+                Some(self.norm(Part::PostAttnNorm, l, d)?)
+            } else {
+                None
+            },
             ffn_norm: self.norm(Part::FfnNorm, l, d)?,
-            post_ffn_norm: if sandwich { Some(self.norm(Part::PostFfnNorm, l, d)?) } else { None },
-            q_norm: if c.qk_norm { Some(self.norm(Part::QNorm, l, hd)?) } else { None },
-            k_norm: if c.qk_norm { Some(self.norm(Part::KNorm, l, hd)?) } else { None },
+            post_ffn_norm: if sandwich {
+                Some(self.norm(Part::PostFfnNorm, l, d)?)
+            } else {
+                None
+            },
+            q_norm: if c.qk_norm {
+                Some(self.norm(Part::QNorm, l, hd)?)
+            } else {
+                None
+            },
+            k_norm: if c.qk_norm {
+                Some(self.norm(Part::KNorm, l, hd)?)
+            } else {
+                None
+            },
             qkv: self.linear(&qkv_parts, l, d)?,
             qkv_bias: if c.qkv_bias {
                 let mut b = self.vector(Part::QBias, l, c.q_width(), 0.0)?;
@@ -447,7 +492,10 @@ impl Loader<'_> {
             },
             o: self.linear(&[(Part::O, d)], l, c.q_width())?,
             gate_up: self.linear(
-                &[(Part::Gate, c.intermediate_size), (Part::Up, c.intermediate_size)],
+                &[
+                    (Part::Gate, c.intermediate_size),
+                    (Part::Up, c.intermediate_size),
+                ],
                 l,
                 d,
             )?,
@@ -507,14 +555,20 @@ mod tests {
         let order = half_layout_rows(1, 4);
         assert_eq!(order, vec![0, 2, 1, 3]);
         let gguf = vec![10, 11, 20, 21, 30, 31, 40, 41]; // 4 rows of width 2
-        assert_eq!(permute_rows(&gguf, &order), vec![10, 11, 30, 31, 20, 21, 40, 41]);
+        assert_eq!(
+            permute_rows(&gguf, &order),
+            vec![10, 11, 30, 31, 20, 21, 40, 41]
+        );
         // Two heads permute within each head.
         assert_eq!(half_layout_rows(2, 4), vec![0, 2, 1, 3, 4, 6, 5, 7]);
     }
 
     #[test]
     fn tensor_names_per_format() {
-        assert_eq!(tensor_name(true, Architecture::Llama, Part::Q, 3), "blk.3.attn_q.weight");
+        assert_eq!(
+            tensor_name(true, Architecture::Llama, Part::Q, 3),
+            "blk.3.attn_q.weight"
+        );
         assert_eq!(
             tensor_name(false, Architecture::Llama, Part::FfnNorm, 0),
             "model.layers.0.post_attention_layernorm.weight"
@@ -523,6 +577,9 @@ mod tests {
             tensor_name(false, Architecture::Gemma3, Part::FfnNorm, 0),
             "model.layers.0.pre_feedforward_layernorm.weight"
         );
-        assert_eq!(tensor_name(true, Architecture::Gemma3, Part::Embed, 9), "token_embd.weight");
+        assert_eq!(
+            tensor_name(true, Architecture::Gemma3, Part::Embed, 9),
+            "token_embd.weight"
+        );
     }
 }

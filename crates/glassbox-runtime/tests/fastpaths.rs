@@ -4,7 +4,9 @@
 mod common;
 
 use common::*;
-use glassbox_runtime::{AttentionMask, Capture, Hook, LogitsAt, Model, Row, RowInput, ScoreRequest};
+use glassbox_runtime::{
+    AttentionMask, Capture, Hook, LogitsAt, Model, Row, RowInput, ScoreRequest,
+};
 
 /// The project's bar for fast paths against the naive path (absolute, on logits).
 const FAST_PATH_TOLERANCE: f32 = 1e-4;
@@ -13,9 +15,14 @@ const TEXT: &str = "The committee met on a rainy Tuesday to review the harbour e
                     Engineers reported that the northern breakwater had settled by four centimetres.";
 
 fn all_logits(model: &Model, row: Row) -> Vec<Vec<f32>> {
-    let out = model.forward(vec![row.with_logits(LogitsAt::All)], &Capture::none()).unwrap().remove(0);
+    let out = model
+        .forward(vec![row.with_logits(LogitsAt::All)], &Capture::none())
+        .unwrap()
+        .remove(0);
     let logits = out.logits.unwrap();
-    (0..logits.positions.len()).map(|i| logits.at(i).to_vec()).collect()
+    (0..logits.positions.len())
+        .map(|i| logits.at(i).to_vec())
+        .collect()
 }
 
 fn check_cache_paths(model: &Model, ids: &[u32]) {
@@ -23,13 +30,26 @@ fn check_cache_paths(model: &Model, ids: &[u32]) {
     let split = ids.len() / 2;
 
     // Prefix once, then the suffix on its cache.
-    let prefix = model.forward(vec![Row::tokens(ids[..split].to_vec()).with_logits(LogitsAt::All)], &Capture::kv()).unwrap().remove(0);
+    let prefix = model
+        .forward(
+            vec![Row::tokens(ids[..split].to_vec()).with_logits(LogitsAt::All)],
+            &Capture::kv(),
+        )
+        .unwrap()
+        .remove(0);
     let cache = prefix.kv.unwrap();
     assert_eq!(cache.len(), split);
-    let suffix = all_logits(model, Row::tokens(ids[split..].to_vec()).with_past(cache.clone()));
+    let suffix = all_logits(
+        model,
+        Row::tokens(ids[split..].to_vec()).with_past(cache.clone()),
+    );
     for (i, row) in suffix.iter().enumerate() {
         let d = max_abs_diff(row, &full[split + i]);
-        assert!(d < FAST_PATH_TOLERANCE, "cached continuation, token {}: {d}", split + i);
+        assert!(
+            d < FAST_PATH_TOLERANCE,
+            "cached continuation, token {}: {d}",
+            split + i
+        );
     }
     let p = prefix.logits.unwrap();
     for i in 0..split {
@@ -42,8 +62,12 @@ fn check_cache_paths(model: &Model, ids: &[u32]) {
     let outs = model
         .forward(
             vec![
-                Row::tokens(ids[split..].to_vec()).with_past(cache.clone()).with_logits(LogitsAt::All),
-                Row::tokens(other.clone()).with_past(cache.clone()).with_logits(LogitsAt::All),
+                Row::tokens(ids[split..].to_vec())
+                    .with_past(cache.clone())
+                    .with_logits(LogitsAt::All),
+                Row::tokens(other.clone())
+                    .with_past(cache.clone())
+                    .with_logits(LogitsAt::All),
             ],
             &Capture::none(),
         )
@@ -52,14 +76,29 @@ fn check_cache_paths(model: &Model, ids: &[u32]) {
     reference_other.extend(&other);
     let full_other = all_logits(model, Row::tokens(reference_other));
     for i in 0..other.len() {
-        assert!(max_abs_diff(outs[0].logits.as_ref().unwrap().at(i), &full[split + i]) < FAST_PATH_TOLERANCE);
-        assert!(max_abs_diff(outs[1].logits.as_ref().unwrap().at(i), &full_other[split + i]) < FAST_PATH_TOLERANCE);
+        assert!(
+            max_abs_diff(outs[0].logits.as_ref().unwrap().at(i), &full[split + i])
+                < FAST_PATH_TOLERANCE
+        );
+        assert!(
+            max_abs_diff(
+                outs[1].logits.as_ref().unwrap().at(i),
+                &full_other[split + i]
+            ) < FAST_PATH_TOLERANCE
+        );
     }
-    assert_eq!(cache.len(), split, "forking left the shared cache untouched");
+    assert_eq!(
+        cache.len(),
+        split,
+        "forking left the shared cache untouched"
+    );
 
     // A cache truncated back to a shorter prefix continues like that prefix.
     let short = cache.truncated(split - 2);
-    let cont = all_logits(model, Row::tokens(ids[split - 2..].to_vec()).with_past(short));
+    let cont = all_logits(
+        model,
+        Row::tokens(ids[split - 2..].to_vec()).with_past(short),
+    );
     assert!(max_abs_diff(&cont[0], &full[split - 2]) < FAST_PATH_TOLERANCE);
 }
 
@@ -79,23 +118,40 @@ fn kv_cache_paths_hold_for_gemma_too() {
 #[test]
 fn batch_rows_do_not_depend_on_their_batch_mates() {
     let model = smollm();
-    let texts = [TEXT, "Short one.", "A medium-length row about seabirds nesting near the lighthouse."];
+    let texts = [
+        TEXT,
+        "Short one.",
+        "A medium-length row about seabirds nesting near the lighthouse.",
+    ];
     let rows: Vec<Vec<u32>> = texts.iter().map(|t| ids(model, t)).collect();
     let batched = model
-        .forward(rows.iter().map(|r| Row::tokens(r.clone()).with_logits(LogitsAt::All)).collect(), &Capture::none())
+        .forward(
+            rows.iter()
+                .map(|r| Row::tokens(r.clone()).with_logits(LogitsAt::All))
+                .collect(),
+            &Capture::none(),
+        )
         .unwrap();
     for (r, out) in rows.iter().zip(&batched) {
         let alone = all_logits(model, Row::tokens(r.clone()));
         let logits = out.logits.as_ref().unwrap();
         for (i, want) in alone.iter().enumerate() {
             let d = max_abs_diff(logits.at(i), want);
-            assert!(d < FAST_PATH_TOLERANCE, "row of {} tokens, position {i}: {d}", r.len());
+            assert!(
+                d < FAST_PATH_TOLERANCE,
+                "row of {} tokens, position {i}: {d}",
+                r.len()
+            );
         }
     }
     // Batched scoring equals scoring alone.
     let requests: Vec<ScoreRequest> = rows
         .iter()
-        .map(|r| ScoreRequest { context: r[..2].to_vec(), continuation: r[2..].to_vec(), past: None })
+        .map(|r| ScoreRequest {
+            context: r[..2].to_vec(),
+            continuation: r[2..].to_vec(),
+            past: None,
+        })
         .collect();
     let together = model.score_batch(requests.clone()).unwrap();
     for (req, score) in requests.iter().zip(&together) {
@@ -110,30 +166,57 @@ fn captured_activations_fit_together() {
     let ids = ids(model, TEXT);
     let layers = model.config().num_layers;
     let capture = Capture::parse(
-        &["blocks.*.resid_pre", "blocks.3.resid_mid", "blocks.3.attn.out", "blocks.3.mlp.out", "blocks.3.resid_post",
-          "blocks.0.attn.pattern", "blocks.29.attn.pattern", "final_norm"],
+        &[
+            "blocks.*.resid_pre",
+            "blocks.3.resid_mid",
+            "blocks.3.attn.out",
+            "blocks.3.mlp.out",
+            "blocks.3.resid_post",
+            "blocks.0.attn.pattern",
+            "blocks.29.attn.pattern",
+            "final_norm",
+        ],
         layers,
     )
     .unwrap();
-    let out = model.forward(vec![Row::tokens(ids.clone())], &capture).unwrap().remove(0);
+    let out = model
+        .forward(vec![Row::tokens(ids.clone())], &capture)
+        .unwrap()
+        .remove(0);
     let a = &out.activations;
     // The embeddings enter block 0.
     assert_eq!(a[&Hook::ResidPre(0)].data, model.embed(&ids).unwrap().data);
     // resid_mid = resid_pre + attn_out; resid_post = resid_mid + mlp_out = next resid_pre.
     let add = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(a, b)| a + b).collect::<Vec<f32>>();
-    assert!(max_abs_diff(&a[&Hook::ResidMid(3)].data, &add(&a[&Hook::ResidPre(3)].data, &a[&Hook::AttnOut(3)].data)) < 1e-5);
-    assert!(max_abs_diff(&a[&Hook::ResidPost(3)].data, &add(&a[&Hook::ResidMid(3)].data, &a[&Hook::MlpOut(3)].data)) < 1e-5);
+    assert!(
+        max_abs_diff(
+            &a[&Hook::ResidMid(3)].data,
+            &add(&a[&Hook::ResidPre(3)].data, &a[&Hook::AttnOut(3)].data)
+        ) < 1e-5
+    );
+    assert!(
+        max_abs_diff(
+            &a[&Hook::ResidPost(3)].data,
+            &add(&a[&Hook::ResidMid(3)].data, &a[&Hook::MlpOut(3)].data)
+        ) < 1e-5
+    );
     assert_eq!(a[&Hook::ResidPost(3)].data, a[&Hook::ResidPre(4)].data);
     // Attention rows are distributions over the visible (earlier) keys.
     for layer in [0, 29] {
         let p = &a[&Hook::AttnPattern(layer)];
         let (heads, q, k) = (p.shape[0], p.shape[1], p.shape[2]);
-        assert_eq!((heads, q, k), (model.config().num_heads, ids.len(), ids.len()));
+        assert_eq!(
+            (heads, q, k),
+            (model.config().num_heads, ids.len(), ids.len())
+        );
         for h in 0..heads {
             for i in 0..q {
                 let row = &p.data[(h * q + i) * k..(h * q + i + 1) * k];
                 assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
-                assert!(row[i + 1..].iter().all(|&v| v == 0.0), "no attention to the future");
+                assert!(
+                    row[i + 1..].iter().all(|&v| v == 0.0),
+                    "no attention to the future"
+                );
             }
         }
     }
@@ -153,7 +236,10 @@ fn hiding_a_span_equals_deleting_it_with_positions_kept() {
     let model = smollm();
     let ids = ids(model, TEXT);
     let (s0, s1) = (5, 12);
-    let masked = all_logits(model, Row::tokens(ids.clone()).with_mask(AttentionMask::new().hide(s0..s1)));
+    let masked = all_logits(
+        model,
+        Row::tokens(ids.clone()).with_mask(AttentionMask::new().hide(s0..s1)),
+    );
     let mut kept = ids[..s0].to_vec();
     kept.extend(&ids[s1..]);
     let mut positions: Vec<u32> = (0..s0 as u32).collect();
@@ -173,7 +259,13 @@ fn embeddings_input_equals_token_input() {
     let model = gemma();
     let ids = model.tokenizer().encode(TEXT, true).unwrap().ids;
     let by_ids = all_logits(model, Row::tokens(ids.clone()));
-    let by_embeddings = all_logits(model, Row { input: RowInput::Embeddings(model.embed(&ids).unwrap().data), ..Row::tokens(vec![]) });
+    let by_embeddings = all_logits(
+        model,
+        Row {
+            input: RowInput::Embeddings(model.embed(&ids).unwrap().data),
+            ..Row::tokens(vec![])
+        },
+    );
     for (a, b) in by_ids.iter().zip(&by_embeddings) {
         assert_eq!(a, b);
     }
@@ -182,13 +274,36 @@ fn embeddings_input_equals_token_input() {
 #[test]
 fn differentiable_path_gives_the_fast_path_logits() {
     for model in [smollm(), gemma()] {
-        let ids = model.tokenizer().encode("Why is the sky blue? Because", model.tokenizer().wants_bos()).unwrap().ids;
+        let ids = model
+            .tokenizer()
+            .encode(
+                "Why is the sky blue? Because",
+                model.tokenizer().wants_bos(),
+            )
+            .unwrap()
+            .ids;
         let fast = all_logits(model, Row::tokens(ids.clone()));
         let e = model.embed(&ids).unwrap();
-        let x = candle_core::Tensor::from_vec(e.data, (ids.len(), e.shape[1]), &candle_core::Device::Cpu).unwrap();
-        let slow = model.forward_differentiable(&x, &AttentionMask::new()).unwrap().to_vec2::<f32>().unwrap();
-        let worst = fast.iter().zip(&slow).map(|(a, b)| max_abs_diff(a, b)).fold(0f32, f32::max);
-        println!("{}: differentiable vs fast path, max |Δlogit| = {worst:.2e}", model.info().name);
+        let x = candle_core::Tensor::from_vec(
+            e.data,
+            (ids.len(), e.shape[1]),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let slow = model
+            .forward_differentiable(&x, &AttentionMask::new())
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let worst = fast
+            .iter()
+            .zip(&slow)
+            .map(|(a, b)| max_abs_diff(a, b))
+            .fold(0f32, f32::max);
+        println!(
+            "{}: differentiable vs fast path, max |Δlogit| = {worst:.2e}",
+            model.info().name
+        );
         assert!(worst < 1e-3, "{worst}");
     }
 }

@@ -39,12 +39,22 @@ fn reference_llama() -> quantized_llama::ModelWeights {
     let tensors: Vec<(String, QTensor)> = names
         .iter()
         .map(|name| {
-            let t = content.tensor(&mut file, name, &dev).unwrap().dequantize(&dev).unwrap();
-            ((*name).clone(), QTensor::quantize(&t, GgmlDType::F32).unwrap())
+            let t = content
+                .tensor(&mut file, name, &dev)
+                .unwrap()
+                .dequantize(&dev)
+                .unwrap();
+            (
+                (*name).clone(),
+                QTensor::quantize(&t, GgmlDType::F32).unwrap(),
+            )
         })
         .collect();
-    let metadata: Vec<(&str, &gguf_file::Value)> =
-        content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let metadata: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
     let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let mut buffer = Cursor::new(Vec::new());
     gguf_file::write(&mut buffer, &metadata, &tensor_refs).unwrap();
@@ -53,8 +63,15 @@ fn reference_llama() -> quantized_llama::ModelWeights {
     quantized_llama::ModelWeights::from_gguf(f32_content, &mut buffer, &dev).unwrap()
 }
 
-fn reference_logits(model: &mut quantized_llama::ModelWeights, ids: &[u32], index_pos: usize) -> Vec<f32> {
-    let input = Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+fn reference_logits(
+    model: &mut quantized_llama::ModelWeights,
+    ids: &[u32],
+    index_pos: usize,
+) -> Vec<f32> {
+    let input = Tensor::new(ids, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
     model
         .forward(&input, index_pos)
         .unwrap()
@@ -71,7 +88,10 @@ fn llama_logits_match_candle_transformers_at_every_position() {
     for prompt in PROMPTS {
         let ids = ids(model, prompt);
         let ours = model
-            .forward(vec![Row::tokens(ids.clone()).with_logits(LogitsAt::All)], &Capture::none())
+            .forward(
+                vec![Row::tokens(ids.clone()).with_logits(LogitsAt::All)],
+                &Capture::none(),
+            )
             .unwrap()
             .remove(0)
             .logits
@@ -121,17 +141,28 @@ fn llama_argmax_matches_llama_cpp_reference() {
     let ids = id_list(&fixture["cases"][0]["ids"]);
     let expected = id_list(&fixture["argmax_per_position_text0"]);
     let logits = model
-        .forward(vec![Row::tokens(ids.clone()).with_logits(LogitsAt::All)], &Capture::none())
+        .forward(
+            vec![Row::tokens(ids.clone()).with_logits(LogitsAt::All)],
+            &Capture::none(),
+        )
         .unwrap()
         .remove(0)
         .logits
         .unwrap();
-    let ours: Vec<u32> = (0..ids.len()).map(|t| glassbox_runtime::argmax(logits.at(t))).collect();
+    let ours: Vec<u32> = (0..ids.len())
+        .map(|t| glassbox_runtime::argmax(logits.at(t)))
+        .collect();
     let agree = ours.iter().zip(&expected).filter(|(a, b)| a == b).count();
-    println!("argmax agrees with llama.cpp at {agree}/{} positions", ids.len());
+    println!(
+        "argmax agrees with llama.cpp at {agree}/{} positions",
+        ids.len()
+    );
     // llama.cpp multiplies Q4_1 weights by 8-bit-quantized activations; we use f32
     // activations, so near-ties may flip. Demand near-total agreement.
-    assert!(agree + 1 >= ids.len(), "ours {ours:?}\nllama.cpp {expected:?}");
+    assert!(
+        agree + 1 >= ids.len(),
+        "ours {ours:?}\nllama.cpp {expected:?}"
+    );
 }
 
 /// candle-transformers' (unquantized) Gemma 3 with the GGUF's tensors dequantized and renamed to
@@ -143,7 +174,11 @@ fn reference_gemma() -> gemma3::Model {
     let content = gguf_file::Content::read(&mut file).unwrap();
     let mut tensors = std::collections::HashMap::new();
     for name in content.tensor_infos.keys() {
-        let mut t = content.tensor(&mut file, name, &dev).unwrap().dequantize(&dev).unwrap();
+        let mut t = content
+            .tensor(&mut file, name, &dev)
+            .unwrap()
+            .dequantize(&dev)
+            .unwrap();
         if name.ends_with("norm.weight") {
             t = (t - 1.0).unwrap();
         }
@@ -212,7 +247,10 @@ fn gemma_logits_match_candle_transformers() {
             .logits
             .unwrap();
         reference.clear_kv_cache();
-        let input = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let input = Tensor::new(ids.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
         let theirs = reference
             .forward(&input, 0)
             .unwrap()
@@ -223,7 +261,10 @@ fn gemma_logits_match_candle_transformers() {
         let diff = max_abs_diff(ours.at(0), &theirs);
         println!("gemma, {:>3} tokens: max |Δlogit| = {diff:.2e}", ids.len());
         assert!(diff < REFERENCE_TOLERANCE, "{prompt:?}: {diff}");
-        assert_eq!(glassbox_runtime::argmax(ours.at(0)), glassbox_runtime::argmax(&theirs));
+        assert_eq!(
+            glassbox_runtime::argmax(ours.at(0)),
+            glassbox_runtime::argmax(&theirs)
+        );
     }
 }
 
@@ -238,7 +279,10 @@ fn check_against_hf(model: &glassbox_runtime::Model, file: &str) {
         let ids = id_list(&case["ids"]);
         let hf = &case["hf_f32"];
         let logits = model
-            .forward(vec![Row::tokens(ids.clone()).with_logits(LogitsAt::All)], &Capture::none())
+            .forward(
+                vec![Row::tokens(ids.clone()).with_logits(LogitsAt::All)],
+                &Capture::none(),
+            )
             .unwrap()
             .remove(0)
             .logits
@@ -260,7 +304,10 @@ fn check_against_hf(model: &glassbox_runtime::Model, file: &str) {
                 case["key"]
             );
         }
-        println!("{file} case {}: max deviation from HF f32 = {worst:.4}", case["key"]);
+        println!(
+            "{file} case {}: max deviation from HF f32 = {worst:.4}",
+            case["key"]
+        );
         assert!(worst < HF_TOLERANCE, "{file} case {}: {worst}", case["key"]);
     }
 }

@@ -22,7 +22,11 @@ fn check_fixture(model_name: &str, file: &str) {
         let chars = text.chars().count();
         let mut last_end = 0;
         for &(s, e) in &got.offsets {
-            assert!(s <= e && e <= chars && s + 1 >= last_end.min(s + 1), "{text:?}: {:?}", got.offsets);
+            assert!(
+                s <= e && e <= chars && s + 1 >= last_end.min(s + 1),
+                "{text:?}: {:?}",
+                got.offsets
+            );
             last_end = e;
         }
         if !want.is_empty() {
@@ -30,7 +34,10 @@ fn check_fixture(model_name: &str, file: &str) {
         }
         assert_eq!(tokenizer.decode(&got.ids).unwrap(), text);
     }
-    println!("{model_name}: {exact}/{} strings tokenized exactly as llama.cpp", cases.len());
+    println!(
+        "{model_name}: {exact}/{} strings tokenized exactly as llama.cpp",
+        cases.len()
+    );
 }
 
 #[test]
@@ -38,9 +45,16 @@ fn smollm2_ids_match_llama_cpp() {
     check_fixture(SMOLLM, "smollm2_135m_reference.json");
     // And the project's shared llama.cpp fixture.
     let (tokenizer, _) = gguf_tokenizer(&model_path(SMOLLM)).unwrap();
-    for case in fixture("smollm2_llamacpp_reference.json")["cases"].as_array().unwrap() {
+    for case in fixture("smollm2_llamacpp_reference.json")["cases"]
+        .as_array()
+        .unwrap()
+    {
         let text = case["text"].as_str().unwrap();
-        assert_eq!(tokenizer.encode(text, false).unwrap().ids, id_list(&case["ids"]), "{text:?}");
+        assert_eq!(
+            tokenizer.encode(text, false).unwrap().ids,
+            id_list(&case["ids"]),
+            "{text:?}"
+        );
     }
 }
 
@@ -59,7 +73,13 @@ fn smollm2_chat_template_renders_like_transformers() {
     let fixture = fixture("smollm2_135m_reference.json");
     let rendered = chat
         .unwrap()
-        .render(&[ChatMessage { role: "user".into(), content: "What is 2+2?".into() }], true)
+        .render(
+            &[ChatMessage {
+                role: "user".into(),
+                content: "What is 2+2?".into(),
+            }],
+            true,
+        )
         .unwrap();
     assert_eq!(rendered, fixture["chat_template_render"].as_str().unwrap());
 }

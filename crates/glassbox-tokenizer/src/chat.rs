@@ -29,14 +29,21 @@ const NAME: &str = "chat";
 
 impl ChatTemplate {
     /// Compiles `source`; `bos_token`/`eos_token` are the texts templates may refer to.
-    pub fn new(source: &str, bos_token: Option<String>, eos_token: Option<String>) -> Result<Self, TokenizerError> {
+    pub fn new(
+        source: &str,
+        bos_token: Option<String>,
+        eos_token: Option<String>,
+    ) -> Result<Self, TokenizerError> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |message: String| -> Result<Value, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
-        });
+        env.add_function(
+            "raise_exception",
+            |message: String| -> Result<Value, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
+            },
+        );
         env.add_template_owned(NAME, source.to_string())
             .map_err(|e| TokenizerError::ChatTemplate(format!("does not compile: {e}")))?;
         Ok(Self {
@@ -48,7 +55,11 @@ impl ChatTemplate {
 
     /// The prompt text of `messages`; with `add_generation_prompt`, the assistant's turn is
     /// opened so that the model writes the reply next.
-    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, TokenizerError> {
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizerError> {
         let template = self
             .env
             .get_template(NAME)
@@ -92,7 +103,10 @@ mod tests {
             content: "Be brief.".into(),
         };
         let text = t.render(&[system, user("Hi")], false).unwrap();
-        assert_eq!(text, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
+        assert_eq!(
+            text,
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        );
     }
 
     #[test]

@@ -20,7 +20,9 @@ use tokenizers::decoders::fuse::Fuse;
 use tokenizers::decoders::sequence::Sequence as DecoderSequence;
 use tokenizers::decoders::strip::Strip;
 use tokenizers::models::bpe::BPE;
-use tokenizers::normalizers::{NormalizerWrapper, Prepend, Replace, Sequence as NormalizerSequence};
+use tokenizers::normalizers::{
+    NormalizerWrapper, Prepend, Replace, Sequence as NormalizerSequence,
+};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
@@ -60,7 +62,15 @@ const TYPE_USER_DEFINED: i32 = 4;
 const SPM_SPACE: &str = "\u{2581}";
 
 /// Pre-tokenizer names of `gpt2` models this crate reproduces.
-pub const SUPPORTED_PRE_TOKENIZERS: &[&str] = &["default", "gpt-2", "gpt2", "smollm", "llama-bpe", "llama3", "qwen2"];
+pub const SUPPORTED_PRE_TOKENIZERS: &[&str] = &[
+    "default",
+    "gpt-2",
+    "gpt2",
+    "smollm",
+    "llama-bpe",
+    "llama3",
+    "qwen2",
+];
 
 /// Llama 3's split pattern (llama.cpp `LLAMA_VOCAB_PRE_TYPE_LLAMA3`).
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -115,7 +125,9 @@ fn byte_level(
     let merges = vocab
         .merges
         .as_ref()
-        .ok_or_else(|| TokenizerError::Build("a gpt2 tokenizer needs tokenizer.ggml.merges".into()))?
+        .ok_or_else(|| {
+            TokenizerError::Build("a gpt2 tokenizer needs tokenizer.ggml.merges".into())
+        })?
         .iter()
         .map(|m| {
             m.split_once(' ')
@@ -126,13 +138,20 @@ fn byte_level(
     let pre = vocab.pre.as_deref().unwrap_or("default");
     let split = |pattern: &str| -> Result<PreTokenizerWrapper, TokenizerError> {
         Ok(PreTokenizerWrapper::Split(
-            Split::new(SplitPattern::Regex(pattern.into()), SplitDelimiterBehavior::Isolated, false)
-                .map_err(build_error)?,
+            Split::new(
+                SplitPattern::Regex(pattern.into()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(build_error)?,
         ))
     };
     // llama.cpp's Llama 3 and Qwen 2 tokenizers look a whole pre-token up before merging.
     let (pre_tokenizer, ignore_merges) = match pre {
-        "default" | "gpt-2" | "gpt2" => (PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)), false),
+        "default" | "gpt-2" | "gpt2" => (
+            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
+            false,
+        ),
         "smollm" => (
             PreTokenizerWrapper::Sequence(Sequence::new(vec![
                 PreTokenizerWrapper::Digits(Digits::new(true)),
@@ -180,8 +199,17 @@ fn sentencepiece(
         .scores
         .as_ref()
         .filter(|s| s.len() == vocab.tokens.len())
-        .ok_or_else(|| TokenizerError::Build("a llama (SentencePiece) tokenizer needs one score per token".into()))?;
-    let is_normal = |i: usize| vocab.token_types.as_ref().is_none_or(|t| t[i] == TYPE_NORMAL);
+        .ok_or_else(|| {
+            TokenizerError::Build(
+                "a llama (SentencePiece) tokenizer needs one score per token".into(),
+            )
+        })?;
+    let is_normal = |i: usize| {
+        vocab
+            .token_types
+            .as_ref()
+            .is_none_or(|t| t[i] == TYPE_NORMAL)
+    };
     // Every split of a normal token into two vocabulary entries is a merge, ranked by the
     // token's score (higher first; ties by id for a deterministic order).
     let index: HashMap<&str, usize> = vocab
@@ -208,7 +236,9 @@ fn sentencepiece(
             (l.to_string(), r.to_string())
         })
         .collect();
-    let mut builder = BPE::builder().vocab_and_merges(ids, merges).byte_fallback(true);
+    let mut builder = BPE::builder()
+        .vocab_and_merges(ids, merges)
+        .byte_fallback(true);
     if let Some(unk) = vocab.unk_id.and_then(|u| vocab.tokens.get(u as usize)) {
         builder = builder.unk_token(unk.clone());
     }
@@ -225,13 +255,19 @@ fn sentencepiece(
         replace
     }));
     let mut decoders = vec![
-        DecoderWrapper::Replace(tokenizers::normalizers::Replace::new(SPM_SPACE, " ").map_err(build_error)?.into()),
+        DecoderWrapper::Replace(
+            tokenizers::normalizers::Replace::new(SPM_SPACE, " ")
+                .map_err(build_error)?
+                .into(),
+        ),
         DecoderWrapper::ByteFallback(ByteFallback::default()),
         DecoderWrapper::Fuse(Fuse::default()),
     ];
     if prefix {
         decoders.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
     }
-    tokenizer.with_decoder(Some(DecoderWrapper::Sequence(DecoderSequence::new(decoders))));
+    tokenizer.with_decoder(Some(DecoderWrapper::Sequence(DecoderSequence::new(
+        decoders,
+    ))));
     Ok(tokenizer)
 }

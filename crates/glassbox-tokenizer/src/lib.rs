@@ -59,6 +59,8 @@ const END_OF_TURN: &[&str] = &[
 /// A tokenizer with the special-token facts the runtime needs.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// Cached: the `tokenizers` crate counts by cloning the whole vocabulary.
+    vocab_size: usize,
     bos: Option<u32>,
     eos: Option<u32>,
     add_bos: bool,
@@ -76,6 +78,7 @@ impl Tokenizer {
         let inner = gguf::build(vocab)?;
         let valid = |id: Option<u32>| id.filter(|&i| (i as usize) < vocab.tokens.len());
         Ok(Self {
+            vocab_size: inner.get_vocab_size(true),
             inner,
             bos: valid(vocab.bos_id),
             eos: valid(vocab.eos_id),
@@ -85,7 +88,10 @@ impl Tokenizer {
 
     /// Loads `tokenizer.json`, with BOS/EOS and whether to add BOS from `tokenizer_config.json`
     /// when given (else from the tokenizer's own post-processor).
-    pub fn from_hf_files(tokenizer_json: &Path, config: Option<&Path>) -> Result<Self, TokenizerError> {
+    pub fn from_hf_files(
+        tokenizer_json: &Path,
+        config: Option<&Path>,
+    ) -> Result<Self, TokenizerError> {
         let file_error = |path: &Path, message: String| TokenizerError::File {
             path: path.to_path_buf(),
             message,
@@ -94,8 +100,10 @@ impl Tokenizer {
             .map_err(|e| file_error(tokenizer_json, e.to_string()))?;
         let config: serde_json::Value = match config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e.to_string()))?;
-                serde_json::from_str(&text).map_err(|e| file_error(path, format!("not valid JSON: {e}")))?
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| file_error(path, e.to_string()))?;
+                serde_json::from_str(&text)
+                    .map_err(|e| file_error(path, format!("not valid JSON: {e}")))?
             }
             None => serde_json::Value::Null,
         };
@@ -116,6 +124,7 @@ impl Tokenizer {
             },
         };
         Ok(Self {
+            vocab_size: inner.get_vocab_size(true),
             inner,
             bos,
             eos,
@@ -144,7 +153,9 @@ impl Tokenizer {
     /// The text of `ids`, special tokens included.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size()) {
-            return Err(TokenizerError::Decode(format!("id {bad} is outside the vocabulary")));
+            return Err(TokenizerError::Decode(format!(
+                "id {bad} is outside the vocabulary"
+            )));
         }
         self.inner
             .decode(ids, false)
@@ -162,7 +173,7 @@ impl Tokenizer {
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab_size
     }
 
     pub fn bos_id(&self) -> Option<u32> {
@@ -194,10 +205,12 @@ impl Tokenizer {
     /// Writes the tokenizer as a `tokenizer.json` (so a GGUF model can be exported to a
     /// Hugging Face style directory).
     pub fn save_json(&self, path: &Path) -> Result<(), TokenizerError> {
-        self.inner.save(path, false).map_err(|e| TokenizerError::File {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+        self.inner
+            .save(path, false)
+            .map_err(|e| TokenizerError::File {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })
     }
 }
 
@@ -207,7 +220,18 @@ mod tests {
 
     /// A byte-level vocabulary over "a", "b", " " with merges "a b" → "ab", "Ġ ab" → "Ġab".
     fn tiny_gpt2() -> GgufVocab {
-        let tokens = ["<s>", "</s>", "a", "b", "Ġ", "ab", "Ġab", "Ã", "©", "<|im_end|>"];
+        let tokens = [
+            "<s>",
+            "</s>",
+            "a",
+            "b",
+            "Ġ",
+            "ab",
+            "Ġab",
+            "Ã",
+            "©",
+            "<|im_end|>",
+        ];
         GgufVocab {
             model: "gpt2".into(),
             pre: Some("default".into()),
@@ -242,10 +266,12 @@ mod tests {
     #[test]
     fn sentencepiece_merges_follow_scores_and_fall_back_to_bytes() {
         // "▁ab" can form as "▁a"+"b" or "▁"+"ab"; scores decide which pair merges first.
-        let mut tokens: Vec<String> = ["<unk>", "<s>", "</s>", "▁", "a", "b", "▁a", "ab", "▁ab", "\n"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut tokens: Vec<String> = [
+            "<unk>", "<s>", "</s>", "▁", "a", "b", "▁a", "ab", "▁ab", "\n",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let mut types = vec![2, 3, 3, 1, 1, 1, 1, 1, 1, 4];
         let mut scores = vec![0.0, 0.0, 0.0, -1.0, -2.0, -3.0, -5.0, -4.0, -0.5, 0.0];
         for byte in 0..=255u8 {
@@ -298,13 +324,25 @@ mod tests {
         let path = dir.path().join("tokenizer.json");
         t.save_json(&path).unwrap();
         let config = dir.path().join("tokenizer_config.json");
-        std::fs::write(&config, r#"{"bos_token": "<s>", "eos_token": {"content": "</s>"}, "add_bos_token": true}"#).unwrap();
+        std::fs::write(
+            &config,
+            r#"{"bos_token": "<s>", "eos_token": {"content": "</s>"}, "add_bos_token": true}"#,
+        )
+        .unwrap();
         let back = Tokenizer::from_hf_files(&path, Some(&config)).unwrap();
         for text in ["ab ab", "é<|im_end|>b"] {
-            assert_eq!(back.encode(text, true).unwrap(), t.encode(text, true).unwrap());
+            assert_eq!(
+                back.encode(text, true).unwrap(),
+                t.encode(text, true).unwrap()
+            );
         }
-        assert_eq!((back.bos_id(), back.eos_id(), back.wants_bos()), (Some(0), Some(1), true));
-        let err = Tokenizer::from_hf_files(&dir.path().join("missing.json"), None).err().unwrap();
+        assert_eq!(
+            (back.bos_id(), back.eos_id(), back.wants_bos()),
+            (Some(0), Some(1), true)
+        );
+        let err = Tokenizer::from_hf_files(&dir.path().join("missing.json"), None)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("missing.json"));
     }
 }

@@ -14,8 +14,14 @@ pub const GEMMA: &str = "gemma3-270m";
 /// Path of a built-in model's GGUF, downloading and verifying it if needed.
 pub fn model_path(name: &str) -> PathBuf {
     let manifest = find_manifest(name).expect("built-in model");
-    match ensure(&manifest, &Cache::from_env(), Fetch::IfMissing, false, &NoProgress)
-        .unwrap_or_else(|e| panic!("fetching {name}: {e}"))
+    match ensure(
+        &manifest,
+        &Cache::from_env(),
+        Fetch::IfMissing,
+        false,
+        &NoProgress,
+    )
+    .unwrap_or_else(|e| panic!("fetching {name}: {e}"))
     {
         ModelFiles::Gguf(p) => p,
         ModelFiles::HfDir(p) => panic!("{name} is not a GGUF model: {}", p.display()),
@@ -41,7 +47,10 @@ pub fn gemma() -> &'static Model {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
 }
 
 /// Token ids of raw text (no chat template, no BOS).
@@ -52,12 +61,18 @@ pub fn ids(model: &Model, text: &str) -> Vec<u32> {
 /// A reference fixture from the repository's `tests/fixtures` (see `tools/fixtures` for how
 /// they were made).
 pub fn fixture(name: &str) -> serde_json::Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("fixture is JSON")
 }
 
 /// A JSON array of token ids.
 pub fn id_list(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().expect("array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
 }
