@@ -23,6 +23,9 @@ pub struct AttentionShape {
     pub scale: f32,
 }
 
+/// Queries (first range) that may not see keys (second range).
+pub type BlockedSpan = (Range<usize>, Range<usize>);
+
 /// Which keys each query may see.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyFilter<'a> {
@@ -30,7 +33,7 @@ pub struct KeyFilter<'a> {
     /// sliding window); one entry per query.
     pub ranges: &'a [(usize, usize)],
     /// Extra blocks on top of the ranges: queries in `.0` may not see keys in `.1`.
-    pub blocked: &'a [(Range<usize>, Range<usize>)],
+    pub blocked: &'a [BlockedSpan],
 }
 
 /// Attention for `lq = filter.ranges.len()` queries over `lk` keys.

@@ -19,5 +19,5 @@ mod attention;
 mod gemm;
 pub mod math;
 
-pub use attention::{AttentionShape, KeyFilter, attention};
+pub use attention::{AttentionShape, BlockedSpan, KeyFilter, attention};
 pub use gemm::{PackedMatrix, gemm_packed, pack_transposed};

@@ -95,7 +95,7 @@ impl ModelConfig {
     /// Window of layer `layer`, if it is a sliding-window layer.
     pub fn layer_window(&self, layer: usize) -> Option<usize> {
         self.sliding_window
-            .filter(|w| (layer + 1) % w.pattern != 0)
+            .filter(|w| !(layer + 1).is_multiple_of(w.pattern))
             .map(|w| w.size)
     }
 
@@ -135,7 +135,7 @@ impl ModelConfig {
                 return Err(bad(key, "must be positive".into()));
             }
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(bad(
                 "num_kv_heads",
                 format!(
@@ -144,7 +144,7 @@ impl ModelConfig {
                 ),
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(bad(
                 "head_dim",
                 "rotary embeddings need an even head size".into(),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use glassbox_kernels::math::{
     gelu_tanh_mul, rms_norm_rows, rms_norm_rows_in_place, rope_half, silu_mul,
 };
-use glassbox_kernels::{AttentionShape, KeyFilter, attention};
+use glassbox_kernels::{AttentionShape, BlockedSpan, KeyFilter, attention};
 use rayon::prelude::*;
 
 use crate::RuntimeError;
@@ -131,7 +131,7 @@ struct RowPlan {
     /// Candidate key ranges per query: causal, and causal within the sliding window.
     global: Vec<(usize, usize)>,
     local: Vec<(usize, usize)>,
-    blocked: Vec<(Range<usize>, Range<usize>)>,
+    blocked: Vec<BlockedSpan>,
     logits_at: Vec<usize>,
 }
 

@@ -6,10 +6,12 @@
 
 use std::ops::Range;
 
+use glassbox_kernels::BlockedSpan;
+
 /// Blocks of (queries, keys) that may not attend, on top of the causal mask.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AttentionMask {
-    blocks: Vec<(Range<usize>, Range<usize>)>,
+    blocks: Vec<BlockedSpan>,
 }
 
 impl AttentionMask {
@@ -35,7 +37,7 @@ impl AttentionMask {
         self.blocks.is_empty()
     }
 
-    pub fn blocks(&self) -> &[(Range<usize>, Range<usize>)] {
+    pub fn blocks(&self) -> &[BlockedSpan] {
         &self.blocks
     }
 
@@ -46,7 +48,7 @@ impl AttentionMask {
         &self,
         first: usize,
         count: usize,
-    ) -> Result<Vec<(Range<usize>, Range<usize>)>, String> {
+    ) -> Result<Vec<BlockedSpan>, String> {
         let mut out = Vec::new();
         for (q, k) in &self.blocks {
             let start = q.start.max(first);

@@ -64,8 +64,7 @@ fn inputs_outside_the_model_are_refused() {
     let run = |row: Row| {
         model
             .forward(vec![row], &Capture::none())
-            .err()
-            .expect("refused")
+            .expect_err("refused")
     };
 
     let err = run(Row::tokens(vec![]));
@@ -108,8 +107,7 @@ fn inputs_outside_the_model_are_refused() {
             continuation: vec![5],
             past: None,
         }])
-        .err()
-        .expect("no context refused");
+        .expect_err("no context refused");
     assert!(err.to_string().contains("context token"), "{err}");
 
     let err = model

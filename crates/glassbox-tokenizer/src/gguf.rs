@@ -255,11 +255,7 @@ fn sentencepiece(
         replace
     }));
     let mut decoders = vec![
-        DecoderWrapper::Replace(
-            tokenizers::normalizers::Replace::new(SPM_SPACE, " ")
-                .map_err(build_error)?
-                .into(),
-        ),
+        DecoderWrapper::Replace(Replace::new(SPM_SPACE, " ").map_err(build_error)?),
         DecoderWrapper::ByteFallback(ByteFallback::default()),
         DecoderWrapper::Fuse(Fuse::default()),
     ];
