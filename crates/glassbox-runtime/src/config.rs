@@ -86,8 +86,6 @@ pub struct ModelConfig {
     pub norm_placement: NormPlacement,
     pub qk_norm: bool,
     pub qkv_bias: bool,
-    /// Added to every RMS-norm weight (1 for Gemma safetensors, which store `w - 1`).
-    pub norm_weight_offset: f32,
     pub tied_embeddings: bool,
 }
 
@@ -104,6 +102,16 @@ impl ModelConfig {
         match (self.layer_window(layer), self.rope_local_theta) {
             (Some(_), Some(local)) => (local, 1.0),
             _ => (self.rope_theta, self.rope_scaling),
+        }
+    }
+
+    /// What Hugging Face checkpoints of this family subtract from stored norm weights
+    /// (Gemma stores `w - 1`; llama.cpp's converter adds the 1 back into GGUF files). The
+    /// runtime keeps norm weights with the offset folded in.
+    pub(crate) fn hf_norm_offset(&self) -> f32 {
+        match self.architecture {
+            Architecture::Gemma3 => 1.0,
+            Architecture::Llama => 0.0,
         }
     }
 
@@ -254,8 +262,6 @@ impl ModelConfig {
             },
             qk_norm: gemma,
             qkv_bias: arch_name == "qwen2",
-            // llama.cpp's converter already adds Gemma's +1 to the stored norm weights.
-            norm_weight_offset: 0.0,
             tied_embeddings: true,
         };
         config.validate(origin)
@@ -354,7 +360,6 @@ impl ModelConfig {
             },
             qk_norm: gemma,
             qkv_bias: arch == "Qwen2ForCausalLM",
-            norm_weight_offset: if gemma { 1.0 } else { 0.0 },
             tied_embeddings: json["tie_word_embeddings"].as_bool().unwrap_or(gemma),
         };
         config.validate(origin)
@@ -459,7 +464,7 @@ mod tests {
         assert_eq!(c.layer_window(5), None, "every sixth layer is global");
         assert_eq!(c.layer_rope(0), (10_000.0, 1.0));
         assert_eq!(c.layer_rope(5), (1_000_000.0, 1.0));
-        assert_eq!(c.norm_weight_offset, 1.0);
+        assert_eq!(c.hf_norm_offset(), 1.0);
         assert!((c.attention_scale - 1.0 / 16.0).abs() < 1e-7);
         assert!(c.tied_embeddings);
     }

@@ -20,6 +20,7 @@
 
 mod capture;
 mod config;
+mod export;
 mod forward;
 mod generate;
 mod grad;
@@ -38,6 +39,7 @@ pub use config::{
     Activation, Architecture, ModelConfig, NormPlacement, SUPPORTED_GGUF_ARCHITECTURES,
     SUPPORTED_HF_ARCHITECTURES, SlidingWindow,
 };
+pub use export::EXPORTED_FILES;
 pub use forward::{Logits, LogitsAt, Row, RowInput, RowOutput};
 pub use generate::{GenerateOptions, Generation, Sampling, StopReason};
 pub use glassbox_tokenizer::{ChatMessage, ChatTemplate, Encoding, Tokenizer};

@@ -231,6 +231,10 @@ impl Model {
         Ok(template.render(messages, add_generation_prompt)?)
     }
 
+    pub(crate) fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat.as_ref()
+    }
+
     /// Whether the model has a chat template (instruction-tuned) or is a base model.
     pub fn has_chat_template(&self) -> bool {
         self.chat.is_some()

