@@ -56,7 +56,19 @@ struct Measurement {
     rows: usize,
     tokens_per_row: usize,
     median_seconds: f64,
+    /// Fastest and slowest repetition: on a shared 2-core machine the spread is real.
+    min_seconds: f64,
+    max_seconds: f64,
     tokens_per_second: f64,
+}
+
+/// Wall times of repetitions, sorted.
+struct Timing(Vec<f64>);
+
+impl Timing {
+    fn median(&self) -> f64 {
+        self.0[self.0.len() / 2]
+    }
 }
 
 #[derive(Serialize)]
@@ -93,8 +105,8 @@ fn prompts(model: &Model, rows: usize, len: usize) -> anyhow::Result<Vec<Vec<u32
         .collect()
 }
 
-/// Median wall time of `repeat` runs of `f` after one warm-up run.
-fn time(repeat: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+/// Wall times of `repeat` runs of `f` after one warm-up run.
+fn time(repeat: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Timing> {
     f()?;
     let mut times = Vec::with_capacity(repeat);
     for _ in 0..repeat {
@@ -103,7 +115,7 @@ fn time(repeat: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Res
         times.push(start.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    Ok(Timing(times))
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), in MiB.
@@ -138,13 +150,15 @@ pub(crate) fn run(args: BenchArgs, out: &Output) -> anyhow::Result<()> {
     let rows = prompts(&model, args.batch, len)?;
     let bar = steps("benchmarking", 5);
     let mut measurements = Vec::new();
-    let mut record = |name: &str, rows: usize, tokens: usize, seconds: f64| {
+    let mut record = |name: &str, rows: usize, tokens: usize, t: Timing| {
         measurements.push(Measurement {
             name: name.to_string(),
             rows,
             tokens_per_row: tokens,
-            median_seconds: seconds,
-            tokens_per_second: (rows * tokens) as f64 / seconds,
+            median_seconds: t.median(),
+            min_seconds: t.0[0],
+            max_seconds: t.0[t.0.len() - 1],
+            tokens_per_second: (rows * tokens) as f64 / t.median(),
         });
     };
 
@@ -225,7 +239,7 @@ pub(crate) fn run(args: BenchArgs, out: &Output) -> anyhow::Result<()> {
         decode_times.push(start.elapsed().as_secs_f64());
     }
     decode_times.sort_by(f64::total_cmp);
-    let t = decode_times[decode_times.len() / 2];
+    let t = Timing(decode_times);
     record(&format!("decode after {len} tokens"), 1, steps_n, t);
     bar.inc(1);
     bar.finish_and_clear();
@@ -247,12 +261,12 @@ pub(crate) fn run(args: BenchArgs, out: &Output) -> anyhow::Result<()> {
         "{} ({} weights), {} threads on {}, prompts of {} tokens, median of {}",
         report.model, report.weights, report.threads, report.cpu, len, report.repeat
     );
-    println!("| measurement | rows | tokens/row | median s | tokens/s |");
+    println!("| measurement | rows | tokens/row | median s (min-max) | tokens/s (median) |");
     println!("|---|---:|---:|---:|---:|");
     for m in &report.measurements {
         println!(
-            "| {} | {} | {} | {:.4} | {:.1} |",
-            m.name, m.rows, m.tokens_per_row, m.median_seconds, m.tokens_per_second
+            "| {} | {} | {} | {:.4} ({:.4}-{:.4}) | {:.1} |",
+            m.name, m.rows, m.tokens_per_row, m.median_seconds, m.min_seconds, m.max_seconds, m.tokens_per_second
         );
     }
     if let Some(rss) = report.peak_rss_mib {

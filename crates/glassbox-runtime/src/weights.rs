@@ -420,12 +420,19 @@ impl Loader<'_> {
         match self.mode {
             WeightMode::F32 => {
                 let total: usize = parts.iter().map(|p| p.1).sum();
-                let mut rows = Vec::with_capacity(total * k);
+                let mut rows = Vec::new();
                 for (name, part, _) in &names {
                     let data = self.src.load_f32(name)?;
-                    match self.rows_order(*part) {
-                        Some(order) => rows.extend(permute_rows(&data, &order)),
-                        None => rows.extend(data),
+                    let data = match self.rows_order(*part) {
+                        Some(order) => permute_rows(&data, &order),
+                        None => data,
+                    };
+                    // A single part is used as loaded: no second copy of a large matrix
+                    // (the embedding) at load time.
+                    if rows.is_empty() {
+                        rows = data;
+                    } else {
+                        rows.extend(data);
                     }
                 }
                 Ok(Linear::Packed(Arc::new(PackedMatrix::from_rows(
