@@ -266,7 +266,13 @@ pub(crate) fn run(args: BenchArgs, out: &Output) -> anyhow::Result<()> {
     for m in &report.measurements {
         println!(
             "| {} | {} | {} | {:.4} ({:.4}-{:.4}) | {:.1} |",
-            m.name, m.rows, m.tokens_per_row, m.median_seconds, m.min_seconds, m.max_seconds, m.tokens_per_second
+            m.name,
+            m.rows,
+            m.tokens_per_row,
+            m.median_seconds,
+            m.min_seconds,
+            m.max_seconds,
+            m.tokens_per_second
         );
     }
     if let Some(rss) = report.peak_rss_mib {
