@@ -22,6 +22,31 @@ pub enum Architecture {
     Gemma3,
 }
 
+impl Architecture {
+    fn activation(self) -> Activation {
+        match self {
+            Architecture::Llama => Activation::Silu,
+            Architecture::Gemma3 => Activation::GeluTanh,
+        }
+    }
+
+    fn norm_placement(self) -> NormPlacement {
+        match self {
+            Architecture::Llama => NormPlacement::Pre,
+            Architecture::Gemma3 => NormPlacement::Sandwich,
+        }
+    }
+
+    fn qk_norm(self) -> bool {
+        self == Architecture::Gemma3
+    }
+
+    /// Gemma multiplies token embeddings by √hidden.
+    fn embedding_scale(self, hidden_size: usize) -> Option<f32> {
+        (self == Architecture::Gemma3).then(|| (hidden_size as f32).sqrt())
+    }
+}
+
 /// Architecture names accepted, as in GGUF `general.architecture`.
 pub const SUPPORTED_GGUF_ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2", "gemma3"];
 /// Architectures accepted in a Hugging Face `config.json`.
@@ -249,18 +274,10 @@ impl ModelConfig {
                 None
             },
             attention_scale: 1.0 / (head_dim as f32).sqrt(),
-            embedding_scale: gemma.then(|| (hidden_size as f32).sqrt()),
-            activation: if gemma {
-                Activation::GeluTanh
-            } else {
-                Activation::Silu
-            },
-            norm_placement: if gemma {
-                NormPlacement::Sandwich
-            } else {
-                NormPlacement::Pre
-            },
-            qk_norm: gemma,
+            embedding_scale: architecture.embedding_scale(hidden_size),
+            activation: architecture.activation(),
+            norm_placement: architecture.norm_placement(),
+            qk_norm: architecture.qk_norm(),
             qkv_bias: arch_name == "qwen2",
             tied_embeddings: true,
         };
@@ -347,18 +364,10 @@ impl ModelConfig {
                 None
             },
             attention_scale: 1.0 / query_scalar.sqrt(),
-            embedding_scale: gemma.then(|| (hidden_size as f32).sqrt()),
-            activation: if gemma {
-                Activation::GeluTanh
-            } else {
-                Activation::Silu
-            },
-            norm_placement: if gemma {
-                NormPlacement::Sandwich
-            } else {
-                NormPlacement::Pre
-            },
-            qk_norm: gemma,
+            embedding_scale: architecture.embedding_scale(hidden_size),
+            activation: architecture.activation(),
+            norm_placement: architecture.norm_placement(),
+            qk_norm: architecture.qk_norm(),
             qkv_bias: arch == "Qwen2ForCausalLM",
             tied_embeddings: json["tie_word_embeddings"].as_bool().unwrap_or(gemma),
         };

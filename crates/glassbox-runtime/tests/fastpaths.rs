@@ -15,11 +15,7 @@ const TEXT: &str = "The committee met on a rainy Tuesday to review the harbour e
                     Engineers reported that the northern breakwater had settled by four centimetres.";
 
 fn all_logits(model: &Model, row: Row) -> Vec<Vec<f32>> {
-    let out = model
-        .forward(vec![row.with_logits(LogitsAt::All)], &Capture::none())
-        .unwrap()
-        .remove(0);
-    let logits = out.logits.unwrap();
+    let logits = logits_everywhere(model, row);
     (0..logits.positions.len())
         .map(|i| logits.at(i).to_vec())
         .collect()

@@ -87,15 +87,7 @@ fn llama_logits_match_candle_transformers_at_every_position() {
     let mut reference = reference_llama();
     for prompt in PROMPTS {
         let ids = ids(model, prompt);
-        let ours = model
-            .forward(
-                vec![Row::tokens(ids.clone()).with_logits(LogitsAt::All)],
-                &Capture::none(),
-            )
-            .unwrap()
-            .remove(0)
-            .logits
-            .unwrap();
+        let ours = logits_everywhere(model, Row::tokens(ids.clone()));
         // The reference returns the last position only: feed it token by token (its own KV
         // cache) to get every position.
         let mut worst = 0f32;
@@ -278,15 +270,7 @@ fn check_against_hf(model: &glassbox_runtime::Model, file: &str) {
     for case in fixture["forward_cases"].as_array().unwrap() {
         let ids = id_list(&case["ids"]);
         let hf = &case["hf_f32"];
-        let logits = model
-            .forward(
-                vec![Row::tokens(ids.clone()).with_logits(LogitsAt::All)],
-                &Capture::none(),
-            )
-            .unwrap()
-            .remove(0)
-            .logits
-            .unwrap();
+        let logits = logits_everywhere(model, Row::tokens(ids.clone()));
         let mut worst = 0f32;
         for t in 0..ids.len() {
             let row = logits.at(t);

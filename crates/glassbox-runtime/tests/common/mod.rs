@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use glassbox_models::{Cache, Fetch, ModelFiles, NoProgress, ensure, find_manifest};
-use glassbox_runtime::{LoadOptions, Model, WeightMode};
+use glassbox_runtime::{Capture, LoadOptions, Logits, LogitsAt, Model, Row, WeightMode};
 
 pub const SMOLLM: &str = "smollm2-135m-instruct";
 pub const GEMMA: &str = "gemma3-270m";
@@ -75,4 +75,10 @@ pub fn id_list(v: &serde_json::Value) -> Vec<u32> {
         .iter()
         .map(|x| x.as_u64().expect("id") as u32)
         .collect()
+}
+
+/// Logits at every position of `row`, from one plain forward pass.
+pub fn logits_everywhere(model: &Model, row: Row) -> Logits {
+    let out = model.forward(vec![row.with_logits(LogitsAt::All)], &Capture::none());
+    out.unwrap().remove(0).logits.unwrap()
 }
