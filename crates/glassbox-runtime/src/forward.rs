@@ -23,6 +23,7 @@ use crate::kv::{KvCache, KvData};
 use crate::mask::AttentionMask;
 use crate::model::Model;
 use crate::rope::RopeTables;
+use crate::score::{argmax, log_softmax_at};
 
 /// The tokens of a row: ids, or input embeddings (already scaled, as [`Model::embed`] gives
 /// them) for callers that splice in other vectors (image features, interpolated inputs).
@@ -55,6 +56,10 @@ pub struct Row {
     pub positions: Option<Vec<u32>>,
     pub mask: AttentionMask,
     pub logits: LogitsAt,
+    /// Score these tokens at the logit positions (one per position) instead of returning
+    /// the logits: only `ln p(token)` and the argmax leave the model, so scoring many rows
+    /// never holds `rows × positions × vocab` floats.
+    pub score: Option<Vec<u32>>,
 }
 
 impl Row {
@@ -73,6 +78,7 @@ impl Row {
             positions: None,
             mask: AttentionMask::default(),
             logits: LogitsAt::Last,
+            score: None,
         }
     }
 
@@ -95,6 +101,19 @@ impl Row {
         self.logits = logits;
         self
     }
+
+    /// Scores `tokens` at the logit positions (see [`Row::score`]).
+    pub fn with_score(mut self, tokens: Vec<u32>) -> Self {
+        self.score = Some(tokens);
+        self
+    }
+}
+
+/// A scored token: its log-probability and the most likely token at its position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenScore {
+    pub logprob: f32,
+    pub argmax: u32,
 }
 
 /// Logits of a row at the positions it asked for.
@@ -116,7 +135,9 @@ impl Logits {
 /// What the forward pass returns for one row.
 #[derive(Debug, Clone)]
 pub struct RowOutput {
+    /// Logits at the requested positions (rows that asked for scores get `scores` instead).
     pub logits: Option<Logits>,
+    pub scores: Option<Vec<TokenScore>>,
     pub activations: BTreeMap<Hook, Array>,
     pub kv: Option<KvCache>,
 }
@@ -133,6 +154,7 @@ struct RowPlan {
     local: Vec<(usize, usize)>,
     blocked: Vec<BlockedSpan>,
     logits_at: Vec<usize>,
+    score: Option<Vec<u32>>,
 }
 
 pub(crate) fn forward(
@@ -329,36 +351,65 @@ pub(crate) fn forward(
     });
     keep(&mut captured, Hook::FinalNorm, &h, d);
 
-    // LM head, only at the requested positions of all rows in one GEMM.
-    let picked: Vec<usize> = plans
-        .iter()
-        .flat_map(|p| p.logits_at.iter().map(move |&i| p.start + i))
-        .collect();
-    let mut selected = Vec::with_capacity(picked.len() * d);
-    for &t in &picked {
-        selected.extend_from_slice(&h[t * d..(t + 1) * d]);
-    }
-    let logits = if picked.is_empty() {
-        Vec::new()
-    } else {
-        weights.lm_head.forward(&selected, picked.len())?
-    };
+    // LM head only at the requested positions, in chunks so that scoring rows never hold
+    // more than one chunk of full logits.
     let vocab = weights.lm_head.out_features();
+    let picked: Vec<(usize, usize)> = plans
+        .iter()
+        .enumerate()
+        .flat_map(|(p, plan)| (0..plan.logits_at.len()).map(move |k| (p, k)))
+        .collect();
+    let mut logits_out: Vec<Vec<f32>> = plans
+        .iter()
+        .map(|p| match p.score {
+            None => Vec::with_capacity(p.logits_at.len() * vocab),
+            Some(_) => Vec::new(),
+        })
+        .collect();
+    let mut scores_out: Vec<Vec<TokenScore>> = plans.iter().map(|_| Vec::new()).collect();
+    let mut selected = Vec::with_capacity(LM_HEAD_ROWS.min(picked.len()) * d);
+    let mut logits = vec![0f32; LM_HEAD_ROWS.min(picked.len()) * vocab];
+    for chunk in picked.chunks(LM_HEAD_ROWS) {
+        selected.clear();
+        for &(p, k) in chunk {
+            let t = plans[p].start + plans[p].logits_at[k];
+            selected.extend_from_slice(&h[t * d..(t + 1) * d]);
+        }
+        let buf = &mut logits[..chunk.len() * vocab];
+        weights.lm_head.forward_into(&selected, chunk.len(), buf)?;
+        let scored: Vec<Option<TokenScore>> = chunk
+            .par_iter()
+            .zip(buf.par_chunks(vocab))
+            .map(|(&(p, k), row)| {
+                plans[p].score.as_ref().map(|targets| TokenScore {
+                    logprob: log_softmax_at(row, targets[k]),
+                    argmax: argmax(row),
+                })
+            })
+            .collect();
+        for ((&(p, _), row), score) in chunk.iter().zip(buf.chunks(vocab)).zip(scored) {
+            match score {
+                Some(s) => scores_out[p].push(s),
+                None => logits_out[p].extend_from_slice(row),
+            }
+        }
+    }
 
     let mut outputs = Vec::with_capacity(plans.len());
-    let mut offset = 0;
-    for (plan, activations) in plans.into_iter().zip(captured) {
+    for (((plan, activations), values), scores) in plans
+        .into_iter()
+        .zip(captured)
+        .zip(logits_out)
+        .zip(scores_out)
+    {
         let n = plan.logits_at.len();
-        let logits = (n > 0).then(|| Logits {
-            values: Array::new(
-                vec![n, vocab],
-                logits[offset * vocab..(offset + n) * vocab].to_vec(),
-            ),
+        let logits = (n > 0 && plan.score.is_none()).then(|| Logits {
+            values: Array::new(vec![n, vocab], values),
             positions: plan.logits_at.clone(),
         });
-        offset += n;
         outputs.push(RowOutput {
             logits,
+            scores: plan.score.is_some().then_some(scores),
             activations,
             kv: capture.kv.then(|| KvCache {
                 data: Arc::new(plan.kv),
@@ -367,6 +418,9 @@ pub(crate) fn forward(
     }
     Ok(outputs)
 }
+
+/// Positions per LM-head chunk: bounds the logits held at once (64 × vocab floats).
+const LM_HEAD_ROWS: usize = 64;
 
 /// Rows of element-wise work per parallel task: enough to amortise scheduling.
 const ROWS_PER_TASK: usize = 32;
@@ -482,6 +536,21 @@ fn plan_row(cfg: &ModelConfig, row: &Row, start: usize) -> Result<RowPlan, Runti
             "logits requested at token {bad} of a row of {len} tokens"
         )));
     }
+    if let Some(targets) = &row.score {
+        if targets.len() != logits_at.len() {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "{} tokens to score at {} positions",
+                targets.len(),
+                logits_at.len()
+            )));
+        }
+        if let Some(&bad) = targets.iter().find(|&&id| id as usize >= cfg.vocab_size) {
+            return Err(RuntimeError::BadTokenId {
+                id: bad,
+                vocab: cfg.vocab_size,
+            });
+        }
+    }
     Ok(RowPlan {
         start,
         len,
@@ -491,5 +560,6 @@ fn plan_row(cfg: &ModelConfig, row: &Row, start: usize) -> Result<RowPlan, Runti
         local,
         blocked,
         logits_at,
+        score: row.score.clone(),
     })
 }

@@ -40,7 +40,7 @@ pub use config::{
     SUPPORTED_HF_ARCHITECTURES, SlidingWindow,
 };
 pub use export::EXPORTED_FILES;
-pub use forward::{Logits, LogitsAt, Row, RowInput, RowOutput};
+pub use forward::{Logits, LogitsAt, Row, RowInput, RowOutput, TokenScore};
 pub use generate::{GenerateOptions, Generation, Sampling, StopReason};
 pub use glassbox_tokenizer::{ChatMessage, ChatTemplate, Encoding, Tokenizer};
 pub use kv::KvCache;

@@ -26,13 +26,6 @@ impl Linear {
         }
     }
 
-    /// `x · Wᵀ` for `rows` rows of `x` (row-major).
-    pub(crate) fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>, RuntimeError> {
-        let mut out = vec![0f32; rows * self.out_features()];
-        self.forward_into(x, rows, &mut out)?;
-        Ok(out)
-    }
-
     /// `x · Wᵀ` into `out` (`rows × out_features`), so callers can reuse buffers.
     pub(crate) fn forward_into(
         &self,

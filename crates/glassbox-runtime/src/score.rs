@@ -105,7 +105,9 @@ impl Model {
             let mut tokens = r.context;
             // The last continuation token predicts nothing we score: leave it out.
             tokens.extend_from_slice(&r.continuation[..r.continuation.len() - 1]);
-            let mut row = Row::tokens(tokens).with_logits(LogitsAt::Range(start..end));
+            let mut row = Row::tokens(tokens)
+                .with_logits(LogitsAt::Range(start..end))
+                .with_score(r.continuation.clone());
             if let Some(past) = r.past {
                 row = row.with_past(past);
             }
@@ -117,13 +119,9 @@ impl Model {
             .into_iter()
             .zip(continuations)
             .map(|(out, tokens)| {
-                let logits = out.logits.expect("every row asked for logits");
-                let logprobs = tokens
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &t)| log_softmax_at(logits.at(i), t))
-                    .collect();
-                let argmax = (0..tokens.len()).map(|i| argmax(logits.at(i))).collect();
+                let scores = out.scores.expect("every row asked for scores");
+                let logprobs = scores.iter().map(|s| s.logprob).collect();
+                let argmax = scores.iter().map(|s| s.argmax).collect();
                 ContinuationScore {
                     tokens,
                     logprobs,
