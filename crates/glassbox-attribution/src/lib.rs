@@ -9,15 +9,20 @@
 //!   ContextCite-style surrogate, each asking a game for values and nothing else;
 //! - the evaluation engine answers for a real model (memoized, prefix sharing, batched).
 
+pub mod cite;
 mod coalition;
+mod engine;
 mod game;
 mod linalg;
 pub mod methods;
+mod prompt;
 pub mod stats;
 
 pub use coalition::Coalition;
+pub use engine::{Aggregate, AnswerGame, Engine, EngineStats};
 pub use game::{FnGame, Game};
 pub use methods::{Estimate, METHODS, Method, estimate};
+pub use prompt::{Perturbation, Segment, SegmentedPrompt};
 
 /// Errors of attribution.
 #[derive(Debug, thiserror::Error)]

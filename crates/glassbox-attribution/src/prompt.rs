@@ -81,7 +81,11 @@ impl SegmentedPrompt {
         for s in &self.segments {
             match s {
                 Segment::Fixed(t) => text.push_str(t),
-                Segment::Unit { unit, kept, placeholder } => {
+                Segment::Unit {
+                    unit,
+                    kept,
+                    placeholder,
+                } => {
                     if coalition.contains(*unit) || *perturbation == Perturbation::AttentionBlock {
                         text.push_str(kept);
                     } else if *perturbation == Perturbation::Placeholder {

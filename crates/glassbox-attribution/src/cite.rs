@@ -1,0 +1,615 @@
+//! Attributing an answer to document passages (the RAG question "where did this come from?").
+//!
+//! A question and passages are rendered through a prompt template (`prompts/rag_qa.toml`) and
+//! the model's chat template; each passage is a unit. The answer is given or generated
+//! greedily; its log-probability under every coalition of passages is the game, and the chosen
+//! method attributes it. On request the top passages are refined into sentences, and the top
+//! sentences into words, with the rest of the context kept.
+
+use std::time::Instant;
+
+use glassbox_report::{
+    ATTRIBUTION_SCHEMA, AnswerToken, Attribution, CITE_SCHEMA, CiteReport, Cost, MethodInfo,
+    Refinement, Target, Unit,
+};
+use glassbox_runtime::{ChatMessage, GenerateOptions, Model, Sampling};
+use serde::Deserialize;
+
+use crate::AttributionError;
+use crate::engine::{Aggregate, AnswerGame, Engine};
+use crate::methods::{Method, estimate};
+use crate::prompt::{Perturbation, Segment, SegmentedPrompt};
+
+/// The built-in RAG prompt template.
+pub const DEFAULT_TEMPLATE: &str = include_str!("../../../prompts/rag_qa.toml");
+/// Longest generated answer, in tokens, when none is given.
+pub const MAX_ANSWER_TOKENS: usize = 64;
+
+/// A prompt template for question answering over passages.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RagTemplate {
+    pub name: String,
+    /// The user message, with `{passages}` and `{question}`.
+    pub user: String,
+    /// One passage, with `{number}` (1-based) and `{text}`; must end with a newline, where
+    /// tokenizers always split, so passages tokenize independently.
+    pub passage: String,
+    /// A dropped passage under the placeholder perturbation, with `{number}`.
+    pub placeholder: String,
+}
+
+impl RagTemplate {
+    pub fn parse(text: &str) -> Result<Self, AttributionError> {
+        let t: RagTemplate = toml_like(text)?;
+        if t.user.matches("{passages}").count() != 1 || t.user.matches("{question}").count() != 1 {
+            return Err(AttributionError::BadInput(
+                "the template's `user` needs exactly one {passages} and one {question}".into(),
+            ));
+        }
+        if !t.passage.contains("{text}")
+            || !t.passage.ends_with('\n')
+            || !t.placeholder.ends_with('\n')
+        {
+            return Err(AttributionError::BadInput(
+                "the template's `passage` needs {text}, and `passage`/`placeholder` must end with a newline".into(),
+            ));
+        }
+        Ok(t)
+    }
+}
+
+/// Parses the template TOML (a flat table of strings).
+fn toml_like(text: &str) -> Result<RagTemplate, AttributionError> {
+    toml::from_str(text).map_err(|e| AttributionError::BadInput(format!("prompt template: {e}")))
+}
+
+/// Everything `cite` needs besides the model.
+#[derive(Debug, Clone)]
+pub struct CiteRequest {
+    pub question: String,
+    pub passages: Vec<String>,
+    /// The answer to attribute; generated greedily when `None`.
+    pub answer: Option<String>,
+    pub system: Option<String>,
+    pub template: RagTemplate,
+    pub method: Method,
+    pub perturbation: Perturbation,
+    pub aggregate: Aggregate,
+    pub seed: u64,
+    /// Refine the top this-many passages into sentences.
+    pub refine_passages: usize,
+    /// Refine the top sentence of each refined passage into words.
+    pub refine_words: bool,
+}
+
+impl CiteRequest {
+    fn validate(&self) -> Result<(), AttributionError> {
+        if self.question.trim().is_empty() {
+            return Err(AttributionError::BadInput("the question is empty".into()));
+        }
+        if self.passages.is_empty() {
+            return Err(AttributionError::BadInput("no passages given".into()));
+        }
+        for (i, p) in self.passages.iter().enumerate() {
+            if p.trim().is_empty() {
+                return Err(AttributionError::BadInput(format!(
+                    "passage {} is empty",
+                    i + 1
+                )));
+            }
+        }
+        for i in 0..self.passages.len() {
+            for j in 0..i {
+                if self.passages[i].trim() == self.passages[j].trim() {
+                    return Err(AttributionError::BadInput(format!(
+                        "passages {} and {} are identical; remove duplicates (their credit would be split arbitrarily)",
+                        j + 1,
+                        i + 1
+                    )));
+                }
+            }
+        }
+        if let Some(a) = &self.answer
+            && a.trim().is_empty()
+        {
+            return Err(AttributionError::BadInput(
+                "the given answer is empty".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The chat text around the user message: `(before, after)`.
+fn chat_frame(
+    model: &Model,
+    system: Option<&str>,
+) -> Result<(String, String, bool), AttributionError> {
+    if !model.has_chat_template() {
+        // A base model reads the user text as written, after BOS if it wants one.
+        return Ok((String::new(), String::new(), model.tokenizer().wants_bos()));
+    }
+    const MARK: &str = "\u{1}GLASSBOX-USER-MESSAGE\u{1}";
+    let mut messages = Vec::new();
+    if let Some(s) = system {
+        messages.push(ChatMessage {
+            role: "system".into(),
+            content: s.to_string(),
+        });
+    }
+    messages.push(ChatMessage {
+        role: "user".into(),
+        content: MARK.to_string(),
+    });
+    let text = model.render_chat(&messages, true)?;
+    let (before, after) = text.split_once(MARK).ok_or_else(|| {
+        AttributionError::BadInput(
+            "the chat template transforms the user message; passages cannot be segmented".into(),
+        )
+    })?;
+    Ok((before.to_string(), after.to_string(), false))
+}
+
+fn fill(template: &str, number: usize, text: &str) -> String {
+    template
+        .replace("{number}", &number.to_string())
+        .replace("{text}", text)
+}
+
+/// What is refined: nothing (passages are the units), a passage into sentences, or a sentence
+/// of a passage into words.
+#[derive(Debug, Clone, PartialEq)]
+enum Level {
+    Passages,
+    Sentences { passage: usize },
+    Words { passage: usize, sentence: usize },
+}
+
+/// Splits text into sentences after `.`, `!` or `?` followed by whitespace; every piece but the
+/// first starts with its separating whitespace (tokenizers split before a space).
+pub fn sentences(text: &str) -> Vec<String> {
+    split_keeping_leading_space(text, |prev, _| matches!(prev, '.' | '!' | '?'))
+}
+
+/// Splits text into words, each but the first with its leading whitespace.
+pub fn words(text: &str) -> Vec<String> {
+    split_keeping_leading_space(text, |_, _| true)
+}
+
+fn split_keeping_leading_space(text: &str, boundary: impl Fn(char, char) -> bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut prev: Option<char> = None;
+    let mut prev_non_space: Option<char> = None;
+    for ch in text.chars() {
+        if ch.is_whitespace()
+            && prev.is_some_and(|p| !p.is_whitespace())
+            && prev_non_space.is_some_and(|p| boundary(p, ch))
+            && !current.trim().is_empty()
+        {
+            out.push(std::mem::take(&mut current));
+        }
+        current.push(ch);
+        prev = Some(ch);
+        if !ch.is_whitespace() {
+            prev_non_space = Some(ch);
+        }
+    }
+    if !current.trim().is_empty() {
+        out.push(current);
+    } else if let Some(last) = out.last_mut() {
+        last.push_str(&current);
+    }
+    out
+}
+
+/// Cuts a refined passage line `prefix + text + suffix` into the fixed text before its units,
+/// the units, and the fixed text after. Units carry their leading whitespace: tokenizers split
+/// before a space, so the pieces tokenize as the whole line does.
+fn cut(prefix: &str, text: &str, suffix: &str, level: &Level) -> (String, Vec<String>, String) {
+    let (stem, lead) = match prefix.strip_suffix(' ') {
+        Some(p) => (p, " "),
+        None => (prefix, ""),
+    };
+    let mut sents = sentences(text);
+    match *level {
+        Level::Words { sentence, .. } => {
+            let target = sents[sentence].clone();
+            let body = target.trim_start();
+            let space = if sentence == 0 {
+                lead.to_string()
+            } else {
+                target[..target.len() - body.len()].to_string()
+            };
+            let mut units = words(body);
+            units[0] = format!("{space}{}", units[0]);
+            let before = if sentence == 0 {
+                String::new()
+            } else {
+                format!("{lead}{}", sents[..sentence].concat())
+            };
+            let after: String = sents[sentence + 1..].concat();
+            (format!("{stem}{before}"), units, format!("{after}{suffix}"))
+        }
+        _ => {
+            sents[0] = format!("{lead}{}", sents[0]);
+            (stem.to_string(), sents, suffix.to_string())
+        }
+    }
+}
+
+/// Builds the segmented prompt of a level, and describes its units.
+fn segmented(
+    request: &CiteRequest,
+    frame: &(String, String, bool),
+    level: &Level,
+) -> (SegmentedPrompt, Vec<Unit>) {
+    let t = &request.template;
+    let (before_passages, after_passages) =
+        t.user.split_once("{passages}").expect("validated template");
+    let question = |s: &str| s.replace("{question}", request.question.trim());
+    let mut segments = vec![Segment::Fixed(format!(
+        "{}{}",
+        frame.0,
+        question(before_passages)
+    ))];
+    let mut units = Vec::new();
+    for i in 0..request.passages.len() {
+        let text = request.passages[i].trim();
+        let line = fill(&t.passage, i + 1, text);
+        let refined = match level {
+            Level::Passages => None,
+            Level::Sentences { passage } | Level::Words { passage, .. } => {
+                (*passage == i).then_some(())
+            }
+        };
+        if *level == Level::Passages {
+            segments.push(Segment::Unit {
+                unit: i,
+                kept: line,
+                placeholder: fill(&t.placeholder, i + 1, ""),
+            });
+            units.push(Unit {
+                label: format!("[{}]", i + 1),
+                text: text.to_string(),
+                level: "passage".into(),
+                span: None,
+            });
+        } else if refined.is_some() {
+            let (prefix, suffix) = t.passage.split_once("{text}").expect("validated template");
+            let number = (i + 1).to_string();
+            let (before, pieces, after) = cut(
+                &prefix.replace("{number}", &number),
+                text,
+                &suffix.replace("{number}", &number),
+                level,
+            );
+            segments.push(Segment::Fixed(before));
+            let kind = if matches!(level, Level::Words { .. }) {
+                "word"
+            } else {
+                "sentence"
+            };
+            for (k, piece) in pieces.into_iter().enumerate() {
+                units.push(Unit {
+                    label: if kind == "word" {
+                        piece.trim().to_string()
+                    } else {
+                        format!("[{}.{}]", i + 1, k + 1)
+                    },
+                    text: piece.trim().to_string(),
+                    level: kind.into(),
+                    span: None,
+                });
+                segments.push(Segment::Unit {
+                    unit: k,
+                    kept: piece,
+                    placeholder: String::new(),
+                });
+            }
+            segments.push(Segment::Fixed(after));
+        } else {
+            segments.push(Segment::Fixed(line));
+        }
+    }
+    segments.push(Segment::Fixed(format!(
+        "{}{}",
+        question(after_passages),
+        frame.1
+    )));
+    let prompt = SegmentedPrompt {
+        segments: merge_fixed(segments)
+            .into_iter()
+            .filter(|s| !matches!(s, Segment::Fixed(t) if t.is_empty()))
+            .collect(),
+        bos: frame.2,
+    };
+    (prompt, units)
+}
+
+/// Joins adjacent fixed segments (tokenizing them together, as the whole text would).
+fn merge_fixed(segments: Vec<Segment>) -> Vec<Segment> {
+    let mut out: Vec<Segment> = Vec::with_capacity(segments.len());
+    for s in segments {
+        match (out.last_mut(), s) {
+            (Some(Segment::Fixed(prev)), Segment::Fixed(next)) => prev.push_str(&next),
+            (_, s) => out.push(s),
+        }
+    }
+    out
+}
+
+/// Token ids of `text` (no BOS).
+fn encode(model: &Model, text: &str) -> Result<Vec<u32>, AttributionError> {
+    Ok(model
+        .tokenizer()
+        .encode(text, false)
+        .map_err(glassbox_runtime::RuntimeError::from)?
+        .ids)
+}
+
+/// Runs the request's method on one level's game and packages the result.
+fn attribute(
+    model: &Model,
+    request: &CiteRequest,
+    prompt: SegmentedPrompt,
+    units: Vec<Unit>,
+    answer: &[u32],
+    answer_tokens: &[AnswerToken],
+    method: Method,
+) -> Result<Attribution, AttributionError> {
+    let mut engine = Engine::new(model, prompt, request.perturbation.clone(), answer.to_vec())?;
+    let started = Instant::now();
+    let estimate = {
+        let mut game = AnswerGame {
+            engine: &mut engine,
+            aggregate: request.aggregate,
+        };
+        estimate(method, &mut game, request.seed)?
+    };
+    let stats = engine.stats().clone();
+    let mut targets = vec![Target {
+        label: "answer".into(),
+        kind: request.aggregate.name().into(),
+        tokens: Some((0, answer.len())),
+    }];
+    targets.extend(answer_tokens.iter().enumerate().map(|(i, t)| Target {
+        label: t.text.clone(),
+        kind: "token_logprob".into(),
+        tokens: Some((i, i + 1)),
+    }));
+    Ok(Attribution {
+        schema: ATTRIBUTION_SCHEMA.into(),
+        model: model.info().name.clone(),
+        method: MethodInfo {
+            name: method.name().into(),
+            params: estimate.params,
+            seed: method.is_sampled().then_some(request.seed),
+        },
+        perturbation: request.perturbation.name().into(),
+        units,
+        targets,
+        scores: estimate.scores,
+        std_errors: estimate.std_errors,
+        value_full: estimate.value_full,
+        value_empty: estimate.value_empty,
+        cost: Cost {
+            evaluations: stats.evaluations,
+            forward_passes: stats.forward_passes,
+            tokens: stats.tokens,
+            tokens_from_scratch: stats.tokens_from_scratch,
+            seconds: started.elapsed().as_secs_f64(),
+        },
+        diagnostics: estimate.diagnostics,
+    })
+}
+
+/// The method used on a refined level: exact enumeration becomes permutation sampling when a
+/// passage has too many sentences (or a sentence too many words) to enumerate.
+fn method_for(method: Method, units: usize) -> Method {
+    match method {
+        Method::ExactShapley if units > crate::methods::MAX_EXACT_UNITS => {
+            Method::PermutationShapley {
+                permutations: crate::methods::DEFAULT_PERMUTATIONS,
+            }
+        }
+        m => m,
+    }
+}
+
+/// Attributes the answer to the passages (and, on request, refines the top ones).
+pub fn cite(model: &Model, request: &CiteRequest) -> Result<CiteReport, AttributionError> {
+    request.validate()?;
+    let frame = chat_frame(model, request.system.as_deref())?;
+    let (prompt, units) = segmented(request, &frame, &Level::Passages);
+    if let Method::ExactShapley = request.method
+        && units.len() > crate::methods::MAX_EXACT_UNITS
+    {
+        return Err(AttributionError::TooManyForExact {
+            units: units.len(),
+            max: crate::methods::MAX_EXACT_UNITS,
+        });
+    }
+    let full_text = prompt.render(&crate::Coalition::full(units.len()), &Perturbation::Delete);
+    let full_ids = model
+        .tokenizer()
+        .encode(&full_text, prompt.bos)
+        .map_err(glassbox_runtime::RuntimeError::from)?
+        .ids;
+    let window = model.config().context_length;
+    let (answer, generated) = match &request.answer {
+        Some(a) => (encode(model, a.trim())?, false),
+        None => {
+            if full_ids.len() >= window {
+                return Err(glassbox_runtime::RuntimeError::ContextOverflow {
+                    tokens: full_ids.len(),
+                    window,
+                }
+                .into());
+            }
+            let options = GenerateOptions {
+                max_new_tokens: MAX_ANSWER_TOKENS,
+                sampling: Sampling::Greedy,
+                stop_at_eos: true,
+            };
+            let g = model.generate(&full_ids, &options)?;
+            if g.tokens.is_empty() {
+                return Err(AttributionError::BadInput(
+                    "the model's answer is empty; give the answer to attribute with --answer"
+                        .into(),
+                ));
+            }
+            (g.tokens, true)
+        }
+    };
+    if answer.is_empty() {
+        return Err(AttributionError::BadInput(
+            "the answer has no tokens".into(),
+        ));
+    }
+    if full_ids.len() + answer.len() > window {
+        return Err(glassbox_runtime::RuntimeError::ContextOverflow {
+            tokens: full_ids.len() + answer.len(),
+            window,
+        }
+        .into());
+    }
+    let answer_tokens: Vec<AnswerToken> = answer
+        .iter()
+        .map(|&id| AnswerToken {
+            id,
+            text: model.tokenizer().decode(&[id]).unwrap_or_default(),
+        })
+        .collect();
+    let answer_text = model
+        .tokenizer()
+        .decode(&answer)
+        .map_err(glassbox_runtime::RuntimeError::from)?;
+    let attribution = attribute(
+        model,
+        request,
+        prompt,
+        units,
+        &answer,
+        &answer_tokens,
+        request.method,
+    )?;
+
+    let mut refinements = Vec::new();
+    for &p in attribution.ranking(0).iter().take(request.refine_passages) {
+        let level = Level::Sentences { passage: p };
+        let (prompt, units) = segmented(request, &frame, &level);
+        let method = method_for(request.method, units.len());
+        let sentence_level = attribute(
+            model,
+            request,
+            prompt,
+            units,
+            &answer,
+            &answer_tokens,
+            method,
+        )?;
+        let mut nested = Vec::new();
+        if request.refine_words {
+            let top = sentence_level.ranking(0)[0];
+            let level = Level::Words {
+                passage: p,
+                sentence: top,
+            };
+            let (prompt, units) = segmented(request, &frame, &level);
+            let method = method_for(request.method, units.len());
+            nested.push(Refinement {
+                parent_unit: top,
+                attribution: attribute(
+                    model,
+                    request,
+                    prompt,
+                    units,
+                    &answer,
+                    &answer_tokens,
+                    method,
+                )?,
+                refinements: Vec::new(),
+            });
+        }
+        refinements.push(Refinement {
+            parent_unit: p,
+            attribution: sentence_level,
+            refinements: nested,
+        });
+    }
+    Ok(CiteReport {
+        schema: CITE_SCHEMA.into(),
+        question: request.question.trim().to_string(),
+        answer: answer_text,
+        answer_tokens,
+        answer_generated: generated,
+        attribution,
+        refinements,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentences_and_words_keep_their_separating_spaces() {
+        let s = sentences("The tower is red. It was built in 1874!  Why? Nobody knows.");
+        assert_eq!(
+            s,
+            vec![
+                "The tower is red.",
+                " It was built in 1874!",
+                "  Why?",
+                " Nobody knows."
+            ]
+        );
+        assert_eq!(
+            s.concat(),
+            "The tower is red. It was built in 1874!  Why? Nobody knows."
+        );
+        assert_eq!(sentences("No full stop"), vec!["No full stop"]);
+        assert_eq!(
+            sentences("Dr.Smith came. Then left."),
+            vec!["Dr.Smith came.", " Then left."]
+        );
+        let w = words("Rebuilt in 1874, by Ottilie.");
+        assert_eq!(w, vec!["Rebuilt", " in", " 1874,", " by", " Ottilie."]);
+    }
+
+    #[test]
+    fn refined_lines_reassemble_to_the_passage_line() {
+        let text = "The tower is red. It was built in 1874 by Ottilie Brask.";
+        for level in [
+            Level::Sentences { passage: 0 },
+            Level::Words {
+                passage: 0,
+                sentence: 1,
+            },
+            Level::Words {
+                passage: 0,
+                sentence: 0,
+            },
+        ] {
+            let (before, units, after) = cut("[3] ", text, "\n", &level);
+            assert_eq!(
+                format!("{before}{}{after}", units.concat()),
+                format!("[3] {text}\n"),
+                "{level:?}"
+            );
+            assert!(!before.ends_with(' '), "units carry the space: {before:?}");
+            assert!(units.iter().skip(1).all(|u| u.starts_with(' ')));
+        }
+    }
+
+    #[test]
+    fn templates_are_checked() {
+        let t = RagTemplate::parse(DEFAULT_TEMPLATE).unwrap();
+        assert_eq!(t.name, "rag_qa");
+        let bad = DEFAULT_TEMPLATE.replace("{passages}", "");
+        assert!(RagTemplate::parse(&bad).is_err());
+        assert!(RagTemplate::parse("name = 1").is_err());
+    }
+}

@@ -1,0 +1,573 @@
+//! The evaluation engine: answers "what are the answer's token log-probabilities when only
+//! these units are kept?" for many coalitions, exactly as evaluating each prompt from scratch
+//! would, with far fewer tokens through the model.
+//!
+//! - **Memo**: a coalition is evaluated once per engine, whatever method asks.
+//! - **Prefix trie**: coalitions are walked through the prompt's segments in document order.
+//!   Coalitions that agree on every unit so far share one node; a node's tokens are computed
+//!   (and its KV cache kept) only where coalitions diverge, and every leaf then runs just the
+//!   tokens after its last divergence plus the answer. Unit text is tokenized once.
+//! - **Batching**: every node flushed at the same segment, and every leaf, go through the model
+//!   in one batched forward (rows continue different KV caches).
+//! - **Bounded memory**: coalitions are processed in chunks sized so the live KV caches stay
+//!   under a budget.
+//!
+//! The from-scratch path ([`Engine::from_scratch`]) re-renders and re-tokenizes each
+//! coalition's whole text; tests hold the two to the same values.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use glassbox_runtime::{AttentionMask, Capture, KvCache, LogitsAt, Model, Row};
+
+use crate::prompt::{Perturbation, Segment, SegmentedPrompt};
+use crate::{AttributionError, Coalition};
+
+/// Live KV caches allowed per chunk of coalitions (bytes).
+const KV_BUDGET_BYTES: usize = 768 << 20;
+/// Most coalitions per chunk (rows of the leaf batch).
+const MAX_CHUNK: usize = 128;
+/// Rows per batch of the from-scratch path (the batch size of the reference measurements).
+const FROM_SCRATCH_BATCH: usize = 16;
+
+/// A segment as tokens.
+#[derive(Debug, Clone)]
+enum Piece {
+    Fixed(Vec<u32>),
+    Unit {
+        unit: usize,
+        kept: Vec<u32>,
+        /// Tokens standing in for a dropped unit (empty when deleted or blocked).
+        dropped: Vec<u32>,
+    },
+}
+
+/// Counters of the work done.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineStats {
+    /// Distinct coalitions evaluated.
+    pub evaluations: usize,
+    pub forward_passes: usize,
+    /// Tokens run through the model.
+    pub tokens: usize,
+    /// Tokens evaluating the same coalitions from scratch would run.
+    pub tokens_from_scratch: usize,
+    pub seconds: f64,
+}
+
+/// A trie node: a KV cache shared by coalitions that agree so far, plus tokens not yet run.
+struct Node {
+    cache: Option<KvCache>,
+    pending: Vec<u32>,
+    positions: Vec<u32>,
+    next_position: u32,
+    /// Indices (into the chunk) of the coalitions passing through this node.
+    members: Vec<usize>,
+}
+
+impl Node {
+    fn extend(&mut self, tokens: &[u32]) {
+        for &t in tokens {
+            self.pending.push(t);
+            self.positions.push(self.next_position);
+            self.next_position += 1;
+        }
+    }
+
+    fn split(&self, members: Vec<usize>) -> Node {
+        Node {
+            cache: self.cache.clone(),
+            pending: self.pending.clone(),
+            positions: self.positions.clone(),
+            next_position: self.next_position,
+            members,
+        }
+    }
+}
+
+/// Evaluates coalitions of a segmented prompt on a model.
+pub struct Engine<'m> {
+    model: &'m Model,
+    prompt: SegmentedPrompt,
+    perturbation: Perturbation,
+    pieces: Vec<Piece>,
+    answer: Vec<u32>,
+    units: usize,
+    memo: HashMap<Coalition, Vec<f32>>,
+    /// The fixed text before the first unit, computed once and shared by every chunk.
+    root: Option<(KvCache, u32)>,
+    stats: EngineStats,
+}
+
+impl<'m> Engine<'m> {
+    /// Prepares the prompt: tokenizes every segment on its own and checks that, for the
+    /// coalitions tested, the pieces concatenate to exactly the tokens of the whole text (so the
+    /// engine's inputs are what the from-scratch path would feed the model).
+    pub fn new(
+        model: &'m Model,
+        prompt: SegmentedPrompt,
+        perturbation: Perturbation,
+        answer: Vec<u32>,
+    ) -> Result<Self, AttributionError> {
+        if answer.is_empty() {
+            return Err(AttributionError::BadInput(
+                "the answer has no tokens".into(),
+            ));
+        }
+        if !matches!(prompt.segments.last(), Some(Segment::Fixed(t)) if !t.is_empty()) {
+            return Err(AttributionError::BadInput(
+                "the prompt must end with fixed text (the position that predicts the answer)"
+                    .into(),
+            ));
+        }
+        let tok = model.tokenizer();
+        let encode = |text: &str, bos: bool| -> Result<Vec<u32>, AttributionError> {
+            Ok(tok
+                .encode(text, bos)
+                .map_err(glassbox_runtime::RuntimeError::from)?
+                .ids)
+        };
+        let mut pieces = Vec::with_capacity(prompt.segments.len());
+        for (k, segment) in prompt.segments.iter().enumerate() {
+            let bos = k == 0 && prompt.bos;
+            pieces.push(match segment {
+                Segment::Fixed(t) => Piece::Fixed(encode(t, bos)?),
+                Segment::Unit {
+                    unit,
+                    kept,
+                    placeholder,
+                } => {
+                    if bos {
+                        return Err(AttributionError::BadInput(
+                            "the prompt must start with fixed text".into(),
+                        ));
+                    }
+                    Piece::Unit {
+                        unit: *unit,
+                        kept: encode(kept, false)?,
+                        dropped: match perturbation {
+                            Perturbation::Placeholder => encode(placeholder, false)?,
+                            Perturbation::Delete | Perturbation::AttentionBlock => Vec::new(),
+                        },
+                    }
+                }
+            });
+        }
+        let units = prompt.units();
+        let engine = Self {
+            model,
+            prompt,
+            perturbation,
+            pieces,
+            answer,
+            units,
+            memo: HashMap::new(),
+            root: None,
+            stats: EngineStats::default(),
+        };
+        engine.check_separable()?;
+        Ok(engine)
+    }
+
+    pub fn units(&self) -> usize {
+        self.units
+    }
+
+    pub fn answer(&self) -> &[u32] {
+        &self.answer
+    }
+
+    pub fn perturbation(&self) -> &Perturbation {
+        &self.perturbation
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Tokens of the prompt for a coalition, as the engine assembles them.
+    fn assembled(&self, c: &Coalition) -> Vec<u32> {
+        let mut out = Vec::new();
+        for p in &self.pieces {
+            match p {
+                Piece::Fixed(t) => out.extend_from_slice(t),
+                Piece::Unit {
+                    unit,
+                    kept,
+                    dropped,
+                } => {
+                    if c.contains(*unit) || self.perturbation == Perturbation::AttentionBlock {
+                        out.extend_from_slice(kept);
+                    } else {
+                        out.extend_from_slice(dropped);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Whole-text tokens of a coalition's prompt.
+    fn whole(&self, c: &Coalition) -> Result<Vec<u32>, AttributionError> {
+        let text = self.prompt.render(c, &self.perturbation);
+        Ok(self
+            .model
+            .tokenizer()
+            .encode(&text, self.prompt.bos)
+            .map_err(glassbox_runtime::RuntimeError::from)?
+            .ids)
+    }
+
+    fn check_separable(&self) -> Result<(), AttributionError> {
+        let n = self.units;
+        let mut probes = vec![Coalition::full(n), Coalition::empty(n)];
+        probes.extend((0..n).map(|i| Coalition::full(n).without(i)));
+        for c in &probes {
+            let (whole, assembled) = (self.whole(c)?, self.assembled(c));
+            if whole != assembled {
+                let at = whole
+                    .iter()
+                    .zip(&assembled)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(whole.len().min(assembled.len()));
+                return Err(AttributionError::BadInput(format!(
+                    "the prompt's units do not tokenize independently (coalition {c:?}, first difference at token {at}); \
+                     units must end where the tokenizer always splits, e.g. at a newline"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Per-answer-token log-probabilities for each coalition (memoized).
+    pub fn logprobs(
+        &mut self,
+        coalitions: &[Coalition],
+    ) -> Result<Vec<Vec<f32>>, AttributionError> {
+        for c in coalitions {
+            if c.universe() != self.units {
+                return Err(AttributionError::BadInput(format!(
+                    "coalition over {} units for a prompt of {}",
+                    c.universe(),
+                    self.units
+                )));
+            }
+        }
+        let mut todo: Vec<Coalition> = coalitions
+            .iter()
+            .filter(|c| !self.memo.contains_key(*c))
+            .cloned()
+            .collect();
+        todo.sort_by_key(|c| {
+            (0..self.units)
+                .map(|i| !c.contains(i))
+                .collect::<Vec<bool>>()
+        });
+        todo.dedup();
+        if !todo.is_empty() {
+            let start = Instant::now();
+            let chunk = self.chunk_size();
+            for part in todo.chunks(chunk) {
+                let values = self.evaluate_chunk(part)?;
+                for (c, v) in part.iter().zip(values) {
+                    self.stats.tokens_from_scratch +=
+                        self.assembled(c).len() + self.answer.len() - 1;
+                    self.memo.insert(c.clone(), v);
+                }
+                self.stats.evaluations += part.len();
+            }
+            self.stats.seconds += start.elapsed().as_secs_f64();
+        }
+        Ok(coalitions.iter().map(|c| self.memo[c].clone()).collect())
+    }
+
+    /// Coalitions per chunk so the caches of a chunk fit [`KV_BUDGET_BYTES`] (a power of two,
+    /// so chunks of a sorted enumeration align with the trie's top branches).
+    fn chunk_size(&self) -> usize {
+        let cfg = self.model.config();
+        let per_token = cfg.num_layers * 2 * cfg.kv_width() * 4;
+        let prompt = self.assembled(&Coalition::full(self.units)).len() + self.answer.len();
+        let fit = (KV_BUDGET_BYTES / (per_token * prompt).max(1)).clamp(1, MAX_CHUNK);
+        1 << fit.ilog2()
+    }
+
+    /// The cache of the fixed text before the first unit (computed once per engine).
+    fn root(&mut self) -> Result<(Option<KvCache>, u32), AttributionError> {
+        let head: Vec<u32> = self
+            .pieces
+            .iter()
+            .map_while(|p| match p {
+                Piece::Fixed(t) => Some(t.clone()),
+                Piece::Unit { .. } => None,
+            })
+            .flatten()
+            .collect();
+        if self.units == 0 || head.is_empty() {
+            return Ok((None, 0));
+        }
+        if self.root.is_none() {
+            let out = self
+                .model
+                .forward(
+                    vec![Row::tokens(head.clone()).with_logits(LogitsAt::None)],
+                    &Capture::kv(),
+                )?
+                .remove(0);
+            self.stats.forward_passes += 1;
+            self.stats.tokens += head.len();
+            self.root = Some((out.kv.expect("asked for the cache"), head.len() as u32));
+        }
+        let (cache, next) = self.root.clone().expect("just set");
+        Ok((Some(cache), next))
+    }
+
+    fn evaluate_chunk(
+        &mut self,
+        coalitions: &[Coalition],
+    ) -> Result<Vec<Vec<f32>>, AttributionError> {
+        let (root_cache, root_next) = self.root()?;
+        let skip = if root_cache.is_some() {
+            self.pieces
+                .iter()
+                .take_while(|p| matches!(p, Piece::Fixed(_)))
+                .count()
+        } else {
+            0
+        };
+        let mut frontier = vec![Node {
+            cache: root_cache,
+            pending: Vec::new(),
+            positions: Vec::new(),
+            next_position: root_next,
+            members: (0..coalitions.len()).collect(),
+        }];
+        let pieces = self.pieces[skip..].to_vec();
+        for piece in &pieces {
+            match piece {
+                Piece::Fixed(tokens) => frontier.iter_mut().for_each(|n| n.extend(tokens)),
+                Piece::Unit {
+                    unit,
+                    kept,
+                    dropped,
+                } => {
+                    // Nodes whose coalitions disagree on this unit run their pending tokens now,
+                    // so both branches continue one shared cache.
+                    let diverging: Vec<usize> = frontier
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, n)| {
+                            let inside = n
+                                .members
+                                .iter()
+                                .filter(|&&m| coalitions[m].contains(*unit))
+                                .count();
+                            inside > 0 && inside < n.members.len() && !n.pending.is_empty()
+                        })
+                        .map(|(i, _)| i)
+                        .collect();
+                    self.flush(&mut frontier, &diverging)?;
+                    let mut next = Vec::with_capacity(frontier.len() * 2);
+                    for node in frontier {
+                        let (keep, drop): (Vec<usize>, Vec<usize>) = node
+                            .members
+                            .iter()
+                            .partition(|&&m| coalitions[m].contains(*unit));
+                        if !keep.is_empty() {
+                            let mut child = node.split(keep);
+                            child.extend(kept);
+                            next.push(child);
+                        }
+                        if !drop.is_empty() {
+                            let mut child = node.split(drop);
+                            match self.perturbation {
+                                Perturbation::AttentionBlock => {
+                                    child.next_position += kept.len() as u32
+                                }
+                                Perturbation::Delete | Perturbation::Placeholder => {
+                                    child.extend(dropped)
+                                }
+                            }
+                            next.push(child);
+                        }
+                    }
+                    frontier = next;
+                }
+            }
+        }
+        // Leaves: one coalition each; pending tokens plus the answer, scored in one batch.
+        let m = self.answer.len();
+        let mut rows = Vec::with_capacity(frontier.len());
+        for node in &frontier {
+            debug_assert_eq!(node.members.len(), 1, "coalitions are distinct");
+            let mut tokens = node.pending.clone();
+            let mut positions = node.positions.clone();
+            let first = tokens.len() - 1;
+            let mut next = node.next_position;
+            for &t in &self.answer[..m - 1] {
+                tokens.push(t);
+                positions.push(next);
+                next += 1;
+            }
+            self.stats.tokens += tokens.len();
+            let mut row = Row::tokens(tokens)
+                .with_positions(positions)
+                .with_logits(LogitsAt::Range(first..first + m))
+                .with_score(self.answer.clone());
+            if let Some(cache) = &node.cache {
+                row = row.with_past(cache.clone());
+            }
+            rows.push(row);
+        }
+        let outputs = self.model.forward(rows, &Capture::none())?;
+        self.stats.forward_passes += 1;
+        let mut values = vec![Vec::new(); coalitions.len()];
+        for (node, out) in frontier.iter().zip(outputs) {
+            let scores = out.scores.expect("rows asked for scores");
+            values[node.members[0]] = scores.iter().map(|s| s.logprob).collect();
+        }
+        Ok(values)
+    }
+
+    /// Runs the pending tokens of the given frontier nodes in one batched forward.
+    fn flush(&mut self, frontier: &mut [Node], which: &[usize]) -> Result<(), AttributionError> {
+        if which.is_empty() {
+            return Ok(());
+        }
+        let rows = which
+            .iter()
+            .map(|&i| {
+                let n = &frontier[i];
+                self.stats.tokens += n.pending.len();
+                let mut row = Row::tokens(n.pending.clone())
+                    .with_positions(n.positions.clone())
+                    .with_logits(LogitsAt::None);
+                if let Some(c) = &n.cache {
+                    row = row.with_past(c.clone());
+                }
+                row
+            })
+            .collect();
+        let outputs = self.model.forward(rows, &Capture::kv())?;
+        self.stats.forward_passes += 1;
+        for (&i, out) in which.iter().zip(outputs) {
+            let node = &mut frontier[i];
+            node.cache = out.kv;
+            node.pending.clear();
+            node.positions.clear();
+        }
+        Ok(())
+    }
+
+    /// The reference path: each coalition's prompt re-rendered, tokenized whole and scored from
+    /// scratch (attention blocking by masking the dropped units' tokens), in batches of 16.
+    /// Not memoized; counts its own work.
+    pub fn from_scratch(
+        &self,
+        coalitions: &[Coalition],
+    ) -> Result<(Vec<Vec<f32>>, EngineStats), AttributionError> {
+        let start = Instant::now();
+        let mut stats = EngineStats::default();
+        let m = self.answer.len();
+        let mut values = Vec::with_capacity(coalitions.len());
+        for batch in coalitions.chunks(FROM_SCRATCH_BATCH) {
+            let mut rows = Vec::with_capacity(batch.len());
+            for c in batch {
+                let context = self.whole(c)?;
+                let first = context.len() - 1;
+                let mut tokens = context;
+                tokens.extend_from_slice(&self.answer[..m - 1]);
+                stats.tokens += tokens.len();
+                let mut row = Row::tokens(tokens)
+                    .with_logits(LogitsAt::Range(first..first + m))
+                    .with_score(self.answer.clone());
+                if self.perturbation == Perturbation::AttentionBlock {
+                    row = row.with_mask(self.blocking_mask(c));
+                }
+                rows.push(row);
+            }
+            let outputs = self.model.forward(rows, &Capture::none())?;
+            stats.forward_passes += 1;
+            for out in outputs {
+                let scores = out.scores.expect("rows asked for scores");
+                values.push(scores.iter().map(|s| s.logprob).collect());
+            }
+        }
+        stats.evaluations = coalitions.len();
+        stats.tokens_from_scratch = stats.tokens;
+        stats.seconds = start.elapsed().as_secs_f64();
+        Ok((values, stats))
+    }
+
+    /// Hides the dropped units' tokens from everything after them.
+    fn blocking_mask(&self, c: &Coalition) -> AttentionMask {
+        let mut mask = AttentionMask::new();
+        let mut at = 0;
+        for p in &self.pieces {
+            match p {
+                Piece::Fixed(t) => at += t.len(),
+                Piece::Unit { unit, kept, .. } => {
+                    if !c.contains(*unit) {
+                        mask = mask.hide(at..at + kept.len());
+                    }
+                    at += kept.len();
+                }
+            }
+        }
+        mask
+    }
+}
+
+/// How the answer's token log-probabilities become the headline value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    /// `ln p(answer)`: the sum of token log-probabilities (default).
+    Sum,
+    /// Mean token log-probability (length-normalised).
+    Mean,
+}
+
+impl Aggregate {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Aggregate::Sum => "sum_logprob",
+            Aggregate::Mean => "mean_logprob",
+        }
+    }
+}
+
+/// The game of a fixed answer: values are `[aggregate, ln p(token_0), ..., ln p(token_m-1)]`,
+/// so one set of evaluations attributes the whole answer and each of its tokens (any span of
+/// tokens is then a sum of token attributions, since the methods are linear in the value).
+pub struct AnswerGame<'e, 'm> {
+    pub engine: &'e mut Engine<'m>,
+    pub aggregate: Aggregate,
+}
+
+impl crate::Game for AnswerGame<'_, '_> {
+    fn players(&self) -> usize {
+        self.engine.units()
+    }
+
+    fn dims(&self) -> usize {
+        1 + self.engine.answer().len()
+    }
+
+    fn values(&mut self, coalitions: &[Coalition]) -> Result<Vec<Vec<f64>>, AttributionError> {
+        let aggregate = self.aggregate;
+        Ok(self
+            .engine
+            .logprobs(coalitions)?
+            .into_iter()
+            .map(|lp| {
+                let total: f64 = lp.iter().map(|&x| x as f64).sum();
+                let head = match aggregate {
+                    Aggregate::Sum => total,
+                    Aggregate::Mean => total / lp.len() as f64,
+                };
+                std::iter::once(head)
+                    .chain(lp.iter().map(|&x| x as f64))
+                    .collect()
+            })
+            .collect())
+    }
+}
