@@ -13,6 +13,9 @@
 //! # Ok::<(), glassbox::Error>(())
 //! ```
 
+pub use glassbox_attribution as attribution;
+pub use glassbox_report as report;
+
 pub use glassbox_models::{
     self as models, Cache, DEFAULT_MODEL, Fetch, ModelFiles, NoProgress, Progress,
 };

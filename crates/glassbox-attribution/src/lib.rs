@@ -22,7 +22,7 @@ pub use coalition::Coalition;
 pub use engine::{Aggregate, AnswerGame, Engine, EngineStats};
 pub use game::{FnGame, Game};
 pub use methods::{Estimate, METHODS, Method, estimate};
-pub use prompt::{Perturbation, Segment, SegmentedPrompt};
+pub use prompt::{PERTURBATIONS, Perturbation, Segment, SegmentedPrompt};
 
 /// Errors of attribution.
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,22 @@ use serde::Serialize;
 
 use crate::Coalition;
 
+/// Perturbations by name, with what they do (for `glassbox list perturbations`).
+pub const PERTURBATIONS: &[(&str, &str)] = &[
+    (
+        "delete",
+        "remove the unit's text and re-tokenize (default): the prompt without it",
+    ),
+    (
+        "placeholder",
+        "replace the unit with a placeholder such as \"[3] (removed)\"",
+    ),
+    (
+        "attention_block",
+        "keep the text and positions, but no later token may attend to the unit",
+    ),
+];
+
 /// How a dropped unit is removed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -5,6 +5,7 @@
 //! while running, 2 a problem with what was given (arguments, files, model names, input text).
 
 mod bench;
+mod cite;
 mod input;
 mod models;
 mod progress;
@@ -44,8 +45,24 @@ enum Command {
     Score(run::ScoreArgs),
     /// Run the model once and capture internals (attention patterns, residual streams).
     Inspect(run::InspectArgs),
+    /// Which passages did an answer come from? Shapley values and friends over passages.
+    Cite(cite::CiteArgs),
+    /// Re-render a saved result (terminal or HTML).
+    View(cite::ViewArgs),
+    /// List methods, perturbations or capture points, with one-line descriptions.
+    List {
+        #[arg(value_enum)]
+        what: ListWhat,
+    },
     /// Measure prefill, scoring and decode speed and peak memory.
     Bench(bench::BenchArgs),
+}
+
+#[derive(clap::ValueEnum, Clone, Copy)]
+enum ListWhat {
+    Methods,
+    Perturbations,
+    Hooks,
 }
 
 /// A problem with what the user gave that the CLI itself detects (exit code 2).
@@ -94,6 +111,9 @@ fn main() -> ExitCode {
         Command::Generate(args) => run::generate(args, &out),
         Command::Score(args) => run::score(args, &out),
         Command::Inspect(args) => run::inspect(args, &out),
+        Command::Cite(args) => cite::run(args, &out),
+        Command::View(args) => cite::view(args, &out),
+        Command::List { what } => list(what, &out),
         Command::Bench(args) => bench::run(args, &out),
     };
     match result {
@@ -103,6 +123,26 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// Prints a registry (name and description of each entry).
+fn list(what: ListWhat, out: &Output) -> anyhow::Result<()> {
+    let entries: &[(&str, &str)] = match what {
+        ListWhat::Methods => glassbox::attribution::METHODS,
+        ListWhat::Perturbations => glassbox::attribution::PERTURBATIONS,
+        ListWhat::Hooks => glassbox::runtime::HOOK_NAMES,
+    };
+    if out.json {
+        let map: serde_json::Map<String, serde_json::Value> = entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+            .collect();
+        return out.print_json(&map);
+    }
+    for (name, description) in entries {
+        println!("{name:<24} {description}");
+    }
+    Ok(())
 }
 
 /// 2 for errors in the user's input, 1 for failures while running.
@@ -118,6 +158,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             || cause
                 .downcast_ref::<glassbox::models::ModelsError>()
                 .is_some_and(|m| m.is_input_error())
+            || cause
+                .downcast_ref::<glassbox::attribution::AttributionError>()
+                .is_some_and(|a| a.is_input_error())
     });
     if input { 2 } else { 1 }
 }

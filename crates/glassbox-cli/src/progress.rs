@@ -63,3 +63,13 @@ pub(crate) fn steps(label: &str, total: u64) -> ProgressBar {
     bar.set_message(label.to_string());
     bar
 }
+
+/// A spinner for work of unknown length.
+pub(crate) fn spinner(label: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"),
+    );
+    bar.set_message(label.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}

@@ -122,6 +122,10 @@ pub enum SchemaError {
     Json(String),
     #[error("result schema `{found}` is not supported (this version reads {supported})")]
     Version { found: String, supported: String },
+    /// The arrays disagree in size (e.g. a score row per target, a score per unit), so the
+    /// file was edited or cut short; renderers index by these shapes.
+    #[error("inconsistent result: {0}")]
+    Shape(String),
 }
 
 impl CiteReport {
@@ -135,11 +139,58 @@ impl CiteReport {
                 supported: format!("{CITE_SCHEMA} / {ATTRIBUTION_SCHEMA}"),
             });
         }
+        report
+            .attribution
+            .check_shape()
+            .map_err(SchemaError::Shape)?;
+        check_refinements(&report.attribution, &report.refinements).map_err(SchemaError::Shape)?;
         Ok(report)
     }
 }
 
+/// Checks that every refinement refines an existing unit and is itself well-shaped.
+fn check_refinements(parent: &Attribution, refinements: &[Refinement]) -> Result<(), String> {
+    for r in refinements {
+        if r.parent_unit >= parent.units.len() {
+            return Err(format!(
+                "a refinement refines unit {} of {} units",
+                r.parent_unit,
+                parent.units.len()
+            ));
+        }
+        r.attribution.check_shape()?;
+        check_refinements(&r.attribution, &r.refinements)?;
+    }
+    Ok(())
+}
+
 impl Attribution {
+    /// Checks that there is at least one target and that scores, standard errors and values
+    /// have one row (or value) per target and one score per unit, as the accessors and
+    /// renderers assume.
+    pub fn check_shape(&self) -> Result<(), String> {
+        let (units, targets) = (self.units.len(), self.targets.len());
+        if targets == 0 {
+            return Err("no targets".into());
+        }
+        let matrix_ok =
+            |m: &[Vec<f64>]| m.len() == targets && m.iter().all(|row| row.len() == units);
+        if !matrix_ok(&self.scores) {
+            return Err(format!("scores are not {targets} targets × {units} units"));
+        }
+        if self.std_errors.as_deref().is_some_and(|e| !matrix_ok(e)) {
+            return Err(format!(
+                "standard errors are not {targets} targets × {units} units"
+            ));
+        }
+        if self.value_full.len() != targets || self.value_empty.len() != targets {
+            return Err(format!(
+                "value_full and value_empty need one value per target ({targets})"
+            ));
+        }
+        Ok(())
+    }
+
     /// Units ranked by score for target `t` (highest first; ties by index).
     pub fn ranking(&self, t: usize) -> Vec<usize> {
         let scores = &self.scores[t];
@@ -156,5 +207,64 @@ impl Attribution {
             .iter()
             .map(|s| if total > 0.0 { s / total } else { 0.0 })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::report;
+
+    fn reparsed(r: &CiteReport) -> Result<CiteReport, SchemaError> {
+        CiteReport::from_json(&serde_json::to_string(r).unwrap())
+    }
+
+    #[test]
+    fn reports_round_trip_through_json() {
+        let r = report();
+        assert_eq!(reparsed(&r).unwrap(), r);
+    }
+
+    #[test]
+    fn inconsistent_shapes_are_rejected_not_rendered() {
+        let mut short_row = report();
+        short_row.attribution.scores[2].pop();
+        let mut missing_errors = report();
+        missing_errors.attribution.std_errors = Some(vec![vec![0.1; 4]; 3]);
+        let mut stray_refinement = report();
+        stray_refinement.refinements[0].parent_unit = 4;
+        let mut bad_nested = report();
+        bad_nested.refinements[0].attribution.value_full.clear();
+        let mut no_targets = report();
+        no_targets.attribution.targets.clear();
+        no_targets.attribution.scores.clear();
+        for bad in [
+            short_row,
+            missing_errors,
+            stray_refinement,
+            bad_nested,
+            no_targets,
+        ] {
+            assert!(
+                matches!(reparsed(&bad), Err(SchemaError::Shape(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ranking_and_shares_follow_the_target() {
+        let a = report().attribution;
+        assert_eq!(a.ranking(0), vec![2, 0, 3, 1]);
+        assert_eq!(a.ranking(3), vec![0, 3, 1, 2], "ties keep document order");
+        let shares = a.shares(0);
+        assert!((shares.iter().map(|s| s.abs()).sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!(
+            (shares[2] - 1.4 / 2.2).abs() < 1e-12 && shares[1] < 0.0,
+            "signed shares"
+        );
+        let mut silent = a.clone();
+        silent.scores[0] = vec![0.0; 4];
+        assert_eq!(silent.shares(0), vec![0.0; 4]);
     }
 }

@@ -1,0 +1,110 @@
+//! A small report for the renderers' tests.
+
+use crate::schema::*;
+
+fn unit(label: &str, text: &str, level: &str) -> Unit {
+    Unit {
+        label: label.into(),
+        text: text.into(),
+        level: level.into(),
+        span: None,
+    }
+}
+
+/// Four passages, an answer of three tokens with per-token targets, standard errors and a
+/// sentence refinement of the top passage.
+pub(crate) fn report() -> CiteReport {
+    let targets = vec![
+        Target {
+            label: "answer".into(),
+            kind: "sum_logprob".into(),
+            tokens: Some((0, 3)),
+        },
+        Target {
+            label: "Ott".into(),
+            kind: "token_logprob".into(),
+            tokens: Some((0, 1)),
+        },
+        Target {
+            label: "ilie".into(),
+            kind: "token_logprob".into(),
+            tokens: Some((1, 2)),
+        },
+        Target {
+            label: ".".into(),
+            kind: "token_logprob".into(),
+            tokens: Some((2, 3)),
+        },
+    ];
+    let attribution = Attribution {
+        schema: ATTRIBUTION_SCHEMA.into(),
+        model: "test-model".into(),
+        method: MethodInfo {
+            name: "permutation_shapley".into(),
+            params: serde_json::json!({"permutations": 8}),
+            seed: Some(3),
+        },
+        perturbation: "delete".into(),
+        units: vec![
+            unit("[1]", "The lighthouse stands on the cape.", "passage"),
+            unit("[2]", "Ferries leave twice a day.", "passage"),
+            unit(
+                "[3]",
+                "It was rebuilt by Ottilie Brask. She used granite.",
+                "passage",
+            ),
+            unit("[4]", "The lamp was electrified in 1931.", "passage"),
+        ],
+        targets,
+        scores: vec![
+            vec![0.2, -0.5, 1.4, 0.1],
+            vec![0.1, -0.2, 1.0, 0.0],
+            vec![0.05, -0.3, 0.4, 0.05],
+            vec![0.9, 0.0, 0.0, 0.05],
+        ],
+        std_errors: Some(vec![vec![0.05; 4]; 4]),
+        value_full: vec![-2.0, -0.5, -0.7, -0.8],
+        value_empty: vec![-3.2, -1.4, -0.9, -1.8],
+        cost: Cost {
+            evaluations: 20,
+            forward_passes: 7,
+            tokens: 900,
+            tokens_from_scratch: 2400,
+            seconds: 0.8,
+        },
+        diagnostics: serde_json::Value::Null,
+    };
+    let mut refined = attribution.clone();
+    refined.units = vec![
+        unit("[3.1]", "It was rebuilt by Ottilie Brask.", "sentence"),
+        unit("[3.2]", "She used granite.", "sentence"),
+    ];
+    refined.scores = vec![vec![1.2, 0.2]; 4];
+    refined.std_errors = None;
+    CiteReport {
+        schema: CITE_SCHEMA.into(),
+        question: "Who rebuilt the lighthouse?".into(),
+        answer: "Ottilie.".into(),
+        answer_tokens: vec![
+            AnswerToken {
+                id: 10,
+                text: "Ott".into(),
+            },
+            AnswerToken {
+                id: 11,
+                text: "ilie".into(),
+            },
+            AnswerToken {
+                id: 12,
+                text: ".".into(),
+            },
+        ],
+        answer_generated: false,
+        attribution,
+        refinements: vec![Refinement {
+            parent_unit: 2,
+            attribution: refined,
+            refinements: Vec::new(),
+        }],
+    }
+}

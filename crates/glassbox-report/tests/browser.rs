@@ -1,0 +1,250 @@
+//! The HTML report in a real browser: headless Chromium loads the page, runs its script and
+//! dumps the DOM, once for the whole answer and once at `#target=K` for a token whose top
+//! passage differs. This checks what unit tests of the server-side HTML cannot: that the
+//! script re-ranks, re-scores and re-shades for the selected target.
+//!
+//! Needs Chromium (Debian's `chromium` package, or `$CHROMIUM`); CI installs it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use glassbox_report::{
+    ATTRIBUTION_SCHEMA, AnswerToken, Attribution, CITE_SCHEMA, CiteReport, Cost, MethodInfo,
+    Target, Unit, render_html,
+};
+
+/// Passage scores for the whole answer (row 0) and each of its five tokens (rows 1..=5).
+/// The whole answer and "Ott" come mostly from passage 2; " Br" (target 3) from passage 4.
+const SCORES: [[f64; 5]; 6] = [
+    [0.3, -0.4, 1.5, 0.0, 0.6],
+    [0.1, -0.1, 0.8, 0.0, 0.1],
+    [0.1, -0.1, 0.5, 0.0, 0.1],
+    [0.05, -0.25, 0.1, 0.0, 0.7],
+    [0.0, 0.05, 0.1, 0.0, 0.2],
+    [0.05, 0.0, 0.0, 0.0, -0.5],
+];
+const TOKENS: [&str; 5] = ["Ott", "ilie", " Br", "ask", "."];
+
+fn report() -> CiteReport {
+    let passages = [
+        "The lighthouse stands on the cape.",
+        "Ferries leave twice a day; the <b>old</b> pier & café closed.",
+        "It was rebuilt by Ottilie after the storm.",
+        "The lamp was electrified in 1931.",
+        "Her surname was Brask, from the island's \"north\" village.",
+    ];
+    let units = passages
+        .iter()
+        .enumerate()
+        .map(|(i, text)| Unit {
+            label: format!("[{}]", i + 1),
+            text: text.to_string(),
+            level: "passage".into(),
+            span: None,
+        })
+        .collect();
+    let mut targets = vec![Target {
+        label: "answer".into(),
+        kind: "sum_logprob".into(),
+        tokens: Some((0, TOKENS.len())),
+    }];
+    targets.extend(TOKENS.iter().enumerate().map(|(i, t)| Target {
+        label: t.to_string(),
+        kind: "token_logprob".into(),
+        tokens: Some((i, i + 1)),
+    }));
+    let attribution = Attribution {
+        schema: ATTRIBUTION_SCHEMA.into(),
+        model: "test-model".into(),
+        method: MethodInfo {
+            name: "exact_shapley".into(),
+            params: serde_json::json!({}),
+            seed: None,
+        },
+        perturbation: "delete".into(),
+        units,
+        targets,
+        scores: SCORES.iter().map(|row| row.to_vec()).collect(),
+        std_errors: None,
+        value_full: vec![-1.0; SCORES.len()],
+        value_empty: vec![-3.0; SCORES.len()],
+        cost: Cost {
+            evaluations: 32,
+            forward_passes: 4,
+            tokens: 1000,
+            tokens_from_scratch: 4000,
+            seconds: 0.5,
+        },
+        diagnostics: serde_json::Value::Null,
+    };
+    CiteReport {
+        schema: CITE_SCHEMA.into(),
+        question: "Who rebuilt the lighthouse?".into(),
+        answer: TOKENS.concat(),
+        answer_tokens: TOKENS
+            .iter()
+            .enumerate()
+            .map(|(i, t)| AnswerToken {
+                id: i as u32,
+                text: t.to_string(),
+            })
+            .collect(),
+        answer_generated: true,
+        attribution,
+        refinements: Vec::new(),
+    }
+}
+
+/// Chromium from `$CHROMIUM`, Debian's path, or `PATH`.
+fn chromium() -> PathBuf {
+    if let Some(path) = std::env::var_os("CHROMIUM") {
+        return path.into();
+    }
+    if Path::new("/usr/bin/chromium").exists() {
+        return "/usr/bin/chromium".into();
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("chromium"))
+                .find(|p| p.exists())
+        })
+        .expect("the HTML report test needs Chromium: apt-get install chromium (or set CHROMIUM)")
+}
+
+/// The page after its script ran, as headless Chromium serialises it. The flags keep Chromium
+/// off the network and away from any existing profile.
+fn dump_dom(page: &Path, hash: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let browser = chromium();
+    let out = Command::new(&browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("file://{}{hash}", page.display()))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e}; install Chromium (apt-get install chromium) or set CHROMIUM",
+                browser.display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The opening tags containing `marker`, in document order.
+fn tags_with<'a>(dom: &'a str, marker: &str) -> Vec<&'a str> {
+    dom.match_indices(marker)
+        .map(|(at, _)| {
+            let start = dom[..at].rfind('<').unwrap();
+            &dom[start..at + dom[at..].find('>').unwrap()]
+        })
+        .collect()
+}
+
+fn attr<'a>(tag: &'a str, name: &str) -> &'a str {
+    let key = format!(" {name}=\"");
+    let start = tag
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {tag}"))
+        + key.len();
+    &tag[start..start + tag[start..].find('"').unwrap()]
+}
+
+/// The `rgb(r, g, b)` background of a tag's inline style.
+fn background(tag: &str) -> (u8, u8, u8) {
+    let style = attr(tag, "style");
+    let inner = &style[style.find("rgb(").unwrap() + 4..style.find(')').unwrap()];
+    let c: Vec<u8> = inner
+        .split(',')
+        .map(|x| x.trim().parse().unwrap())
+        .collect();
+    (c[0], c[1], c[2])
+}
+
+/// Checks the dumped page shows target `t`: ranking, scores, colours and the selected chip.
+fn assert_shows(dom: &str, t: usize, top: usize) {
+    let rows = tags_with(dom, "<tr data-unit=");
+    assert_eq!(rows.len(), 5, "{dom}");
+    assert_eq!(
+        attr(rows[0], "data-unit"),
+        top.to_string(),
+        "top passage for target {t}"
+    );
+
+    let units = tags_with(dom, "class=\"unit\"");
+    assert_eq!(units.len(), 5);
+    for tag in units {
+        let u: usize = attr(tag, "data-unit").parse().unwrap();
+        let score = SCORES[t][u];
+        assert_eq!(
+            attr(tag, "data-score"),
+            format!("{score:.6}"),
+            "passage {u}, target {t}"
+        );
+        let (r, g, b) = background(tag);
+        if score > 0.0 {
+            assert!(
+                r == 255 && g < 255 && b < 255,
+                "passage {u} (+{score}) is reddish: {tag}"
+            );
+        } else if score < 0.0 {
+            assert!(
+                b == 255 && r < 255 && g < 255,
+                "passage {u} ({score}) is bluish: {tag}"
+            );
+        } else {
+            assert_eq!((r, g, b), (255, 255, 255), "passage {u} (0) is white");
+        }
+    }
+
+    let selected = tags_with(dom, "tok selected");
+    assert_eq!(selected.len(), 1, "one chip selected");
+    assert_eq!(attr(selected[0], "data-target"), t.to_string());
+}
+
+#[test]
+fn a_real_browser_shows_the_selected_target() {
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("report.html");
+    std::fs::write(&page, render_html(&report())).unwrap();
+
+    let whole = dump_dom(&page, "");
+    assert_shows(&whole, 0, 2);
+
+    let token = dump_dom(&page, "#target=3");
+    assert_shows(&token, 3, 4);
+    assert!(
+        token.contains("answer token \" Br\""),
+        "the label names the token"
+    );
+    assert!(
+        token.contains("<span id=\"scale-max\">0.7000</span>"),
+        "the scale follows the target"
+    );
+    assert!(
+        token.contains("<span id=\"target-kind\">token_logprob</span>"),
+        "the note follows the target"
+    );
+
+    eprintln!(
+        "two Chromium runs took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
