@@ -405,21 +405,36 @@ fn attribute(
     })
 }
 
+/// Most units a refined level (a passage's sentences, a sentence's words) enumerates exactly.
+/// Lower than the passage-level limit because refined units are short: every leaf of the trie
+/// still runs the rest of the prompt, so 2^n leaves cost about 2^n × (prompt tail) tokens, and
+/// 2^14 of them take about 20 minutes on two cores, 2^10 about 90 s and 2^8 about 20 s.
+pub const MAX_EXACT_REFINED_UNITS: usize = 8;
+
 /// The method used on a refined level: exact enumeration becomes permutation sampling when a
-/// passage has too many sentences (or a sentence too many words) to enumerate.
+/// passage has too many sentences (or a sentence too many words) to enumerate cheaply.
 fn method_for(method: Method, units: usize) -> Method {
     match method {
-        Method::ExactShapley if units > crate::methods::MAX_EXACT_UNITS => {
-            Method::PermutationShapley {
-                permutations: crate::methods::DEFAULT_PERMUTATIONS,
-            }
-        }
+        Method::ExactShapley if units > MAX_EXACT_REFINED_UNITS => Method::PermutationShapley {
+            permutations: crate::methods::DEFAULT_PERMUTATIONS,
+        },
         m => m,
     }
 }
 
-/// Attributes the answer to the passages (and, on request, refines the top ones).
-pub fn cite(model: &Model, request: &CiteRequest) -> Result<CiteReport, AttributionError> {
+/// A cite request made concrete: the passage-level prompt, its units, and the answer's tokens.
+pub struct Prepared {
+    pub prompt: SegmentedPrompt,
+    pub units: Vec<Unit>,
+    pub answer: Vec<u32>,
+    pub answer_tokens: Vec<AnswerToken>,
+    pub answer_text: String,
+    pub generated: bool,
+    frame: (String, String, bool),
+}
+
+/// Validates a request, builds its prompt and fixes the answer (generating it if needed).
+pub fn prepare(model: &Model, request: &CiteRequest) -> Result<Prepared, AttributionError> {
     request.validate()?;
     let frame = chat_frame(model, request.system.as_deref())?;
     let (prompt, units) = segmented(request, &frame, &Level::Passages);
@@ -438,42 +453,30 @@ pub fn cite(model: &Model, request: &CiteRequest) -> Result<CiteReport, Attribut
         .map_err(glassbox_runtime::RuntimeError::from)?
         .ids;
     let window = model.config().context_length;
+    let overflow = |tokens: usize| -> AttributionError {
+        glassbox_runtime::RuntimeError::ContextOverflow { tokens, window }.into()
+    };
     let (answer, generated) = match &request.answer {
         Some(a) => (encode(model, a.trim())?, false),
         None => {
             if full_ids.len() >= window {
-                return Err(glassbox_runtime::RuntimeError::ContextOverflow {
-                    tokens: full_ids.len(),
-                    window,
-                }
-                .into());
+                return Err(overflow(full_ids.len()));
             }
             let options = GenerateOptions {
                 max_new_tokens: MAX_ANSWER_TOKENS,
                 sampling: Sampling::Greedy,
                 stop_at_eos: true,
             };
-            let g = model.generate(&full_ids, &options)?;
-            if g.tokens.is_empty() {
-                return Err(AttributionError::BadInput(
-                    "the model's answer is empty; give the answer to attribute with --answer"
-                        .into(),
-                ));
-            }
-            (g.tokens, true)
+            (model.generate(&full_ids, &options)?.tokens, true)
         }
     };
     if answer.is_empty() {
         return Err(AttributionError::BadInput(
-            "the answer has no tokens".into(),
+            "the answer has no tokens (an empty generation?); give the answer to attribute with --answer".into(),
         ));
     }
     if full_ids.len() + answer.len() > window {
-        return Err(glassbox_runtime::RuntimeError::ContextOverflow {
-            tokens: full_ids.len() + answer.len(),
-            window,
-        }
-        .into());
+        return Err(overflow(full_ids.len() + answer.len()));
     }
     let answer_tokens: Vec<AnswerToken> = answer
         .iter()
@@ -486,6 +489,28 @@ pub fn cite(model: &Model, request: &CiteRequest) -> Result<CiteReport, Attribut
         .tokenizer()
         .decode(&answer)
         .map_err(glassbox_runtime::RuntimeError::from)?;
+    Ok(Prepared {
+        prompt,
+        units,
+        answer,
+        answer_tokens,
+        answer_text,
+        generated,
+        frame,
+    })
+}
+
+/// Attributes the answer to the passages (and, on request, refines the top ones).
+pub fn cite(model: &Model, request: &CiteRequest) -> Result<CiteReport, AttributionError> {
+    let Prepared {
+        prompt,
+        units,
+        answer,
+        answer_tokens,
+        answer_text,
+        generated,
+        frame,
+    } = prepare(model, request)?;
     let attribution = attribute(
         model,
         request,

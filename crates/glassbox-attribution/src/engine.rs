@@ -402,12 +402,8 @@ impl<'m> Engine<'m> {
             let mut tokens = node.pending.clone();
             let mut positions = node.positions.clone();
             let first = tokens.len() - 1;
-            let mut next = node.next_position;
-            for &t in &self.answer[..m - 1] {
-                tokens.push(t);
-                positions.push(next);
-                next += 1;
-            }
+            tokens.extend_from_slice(&self.answer[..m - 1]);
+            positions.extend(node.next_position..node.next_position + m as u32 - 1);
             self.stats.tokens += tokens.len();
             let mut row = Row::tokens(tokens)
                 .with_positions(positions)

@@ -53,6 +53,10 @@ fn request(method: Method) -> CiteRequest {
 #[test]
 fn exact_shapley_on_a_real_case_is_efficient_and_finds_the_gold_passage() {
     let mut r = request(Method::ExactShapley);
+    // A short gold sentence: its 7 words are enumerated exactly (2^7 coalitions).
+    r.passages[2] =
+        "Ottilie Brask rebuilt the lighthouse in 1874. Her design used local granite after the storm."
+            .into();
     r.refine_passages = 1;
     r.refine_words = true;
     let report = cite(model(), &r).unwrap();
@@ -96,13 +100,12 @@ fn exact_shapley_on_a_real_case_is_efficient_and_finds_the_gold_passage() {
             .iter()
             .map(|u| u.text.as_str())
             .collect::<Vec<_>>()[..4],
-        ["The", "lighthouse", "was", "rebuilt"]
+        ["Ottilie", "Brask", "rebuilt", "the"]
     );
+    assert_eq!(words.method.name, "exact_shapley");
     let top_word = &words.units[words.ranking(0)[0]].text;
     assert!(
-        ["Ottilie", "Brask", "engineer"]
-            .iter()
-            .any(|w| top_word.contains(w)),
+        ["Ottilie", "Brask"].iter().any(|w| top_word.contains(w)),
         "top word {top_word}"
     );
     // The JSON round-trips.
@@ -113,33 +116,128 @@ fn exact_shapley_on_a_real_case_is_efficient_and_finds_the_gold_passage() {
     );
 }
 
+/// A test RAG case (`tests/fixtures/rag_cases.jsonl`: fictional facts, one gold passage).
+#[derive(serde::Deserialize)]
+struct Case {
+    id: String,
+    question: String,
+    passages: Vec<String>,
+    gold: usize,
+    answer: String,
+}
+
+fn cases() -> Vec<Case> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/rag_cases.jsonl"
+    );
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn case_request(case: &Case, method: Method) -> CiteRequest {
+    CiteRequest {
+        question: case.question.clone(),
+        passages: case.passages.clone(),
+        answer: Some(case.answer.clone()),
+        ..request(method)
+    }
+}
+
+/// Exact Shapley values of the six-passage test cases (computed once, shared by the tests).
+fn six_passage_cases() -> &'static [(Case, glassbox_report::Attribution)] {
+    static EXACT: OnceLock<Vec<(Case, glassbox_report::Attribution)>> = OnceLock::new();
+    EXACT.get_or_init(|| {
+        cases()
+            .into_iter()
+            .filter(|c| c.passages.len() == 6)
+            .map(|c| {
+                let a = cite(model(), &case_request(&c, Method::ExactShapley))
+                    .unwrap()
+                    .attribution;
+                (c, a)
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn the_gold_passage_ranks_first_on_most_test_cases() {
+    let exact = six_passage_cases();
+    let first = exact
+        .iter()
+        .filter(|(c, a)| a.ranking(0)[0] == c.gold)
+        .count();
+    for (c, a) in exact {
+        println!("{}: gold {} ranks {:?}", c.id, c.gold, a.ranking(0));
+    }
+    println!("gold passage first: {first} of {}", exact.len());
+    assert_eq!(exact.len(), 12);
+    assert!(first >= 9, "gold first in only {first} of 12 cases");
+}
+
 #[test]
 fn sampled_estimators_agree_with_exact_shapley_at_their_default_budget() {
-    let exact = cite(model(), &request(Method::ExactShapley))
-        .unwrap()
-        .attribution;
+    let exact = &six_passage_cases()[..4];
     for name in ["permutation", "kernel", "surrogate", "banzhaf", "loo"] {
         let method = Method::parse(name, None).unwrap();
-        let a = cite(model(), &request(method)).unwrap().attribution;
-        let rho = spearman(&a.scores[0], &exact.scores[0]);
+        let mut rhos = Vec::new();
+        let (mut covered, mut intervals) = (0, 0);
+        for (case, truth) in exact {
+            let a = cite(model(), &case_request(case, method))
+                .unwrap()
+                .attribution;
+            rhos.push(spearman(&a.scores[0], &truth.scores[0]));
+            assert_eq!(
+                a.ranking(0)[0],
+                truth.ranking(0)[0],
+                "{name} finds the same top passage on {}",
+                case.id
+            );
+            let errors = a.scores[0]
+                .iter()
+                .zip(&truth.scores[0])
+                .map(|(x, t)| (x - t).abs());
+            if a.diagnostics["enumerated"] == true {
+                // The budget covered every coalition: the exact value, not an estimate.
+                for (e, t) in errors.zip(&truth.scores[0]) {
+                    assert!(e < 1e-6 * t.abs().max(1.0), "{name} on {}", case.id);
+                }
+            } else if let (Some(se), "permutation" | "kernel") = (&a.std_errors, name) {
+                for (e, s) in errors.zip(&se[0]) {
+                    intervals += 1;
+                    covered += usize::from(e <= 1.96 * s + 1e-9);
+                }
+            }
+        }
+        let mean_rho = rhos.iter().sum::<f64>() / rhos.len() as f64;
         println!(
-            "{name}: Spearman with exact = {rho:.3}, {} evaluations",
-            a.cost.evaluations
+            "{name}: Spearman with exact per case {rhos:.3?}, mean {mean_rho:.3}; 95% intervals cover {covered}/{intervals}"
         );
         if matches!(name, "permutation" | "kernel") {
-            assert!(rho >= 0.95, "{name}: {rho}");
+            assert!(mean_rho >= 0.95, "{name}: mean Spearman {mean_rho}");
+            assert!(
+                covered * 4 >= intervals * 3,
+                "{name}: 95% intervals cover only {covered} of {intervals}"
+            );
         }
-        assert_eq!(
-            a.ranking(0)[0],
-            exact.ranking(0)[0],
-            "{name} finds the same top passage"
-        );
-        // Same seed, same numbers.
-        assert_eq!(
-            cite(model(), &request(method)).unwrap().attribution.scores,
-            a.scores
-        );
     }
+    // Same seed, same numbers.
+    let method = Method::parse("permutation", None).unwrap();
+    let (case, _) = &exact[0];
+    assert_eq!(
+        cite(model(), &case_request(case, method))
+            .unwrap()
+            .attribution
+            .scores,
+        cite(model(), &case_request(case, method))
+            .unwrap()
+            .attribution
+            .scores
+    );
 }
 
 #[test]

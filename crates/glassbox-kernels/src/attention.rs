@@ -9,7 +9,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::gemm::{PackedMatrix, gemm_packed, pack_transposed};
+use crate::gemm::{PackedMatrix, gemm_packed, pack_transposed_rows};
 use crate::math::softmax_rows;
 
 /// Head layout of an attention call.
@@ -39,13 +39,14 @@ pub struct KeyFilter<'a> {
 /// Attention for `lq = filter.ranges.len()` queries over `lk` keys.
 ///
 /// Layouts are token-major, as projections produce them: `q` and `out` are
-/// `[lq, heads · head_dim]`, `k` and `v` are `[lk, kv_heads · head_dim]`. When given, `probs`
-/// receives the attention probabilities `[heads, lq, lk]` (0 where masked). A query that can
-/// see no key gets a zero output.
+/// `[lq, heads · head_dim]`; keys and values come in parts (KV-cache segments, shared between
+/// sequences and never concatenated), each `[len_i, kv_heads · head_dim]`, `lk = Σ len_i`.
+/// When given, `probs` receives the attention probabilities `[heads, lq, lk]` (0 where
+/// masked). A query that can see no key gets a zero output.
 pub fn attention(
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[&[f32]],
+    v: &[&[f32]],
     shape: AttentionShape,
     filter: KeyFilter<'_>,
     out: &mut [f32],
@@ -63,9 +64,16 @@ pub fn attention(
     );
     let lq = filter.ranges.len();
     let kv_width = kv_heads * hd;
-    let lk = k.len() / kv_width;
-    assert_eq!(k.len(), lk * kv_width, "k is not [lk, kv_heads * head_dim]");
-    assert_eq!(v.len(), k.len(), "k and v differ in size");
+    let lk: usize = k.iter().map(|part| part.len() / kv_width).sum();
+    for (kp, vp) in k.iter().zip(v) {
+        assert_eq!(
+            kp.len() % kv_width,
+            0,
+            "a key part is not [len, kv_heads * head_dim]"
+        );
+        assert_eq!(kp.len(), vp.len(), "key and value parts differ in size");
+    }
+    assert_eq!(k.len(), v.len(), "as many key parts as value parts");
     assert_eq!(q.len(), lq * heads * hd, "q is not [lq, heads * head_dim]");
     assert_eq!(out.len(), q.len(), "out is not the size of q");
     if lq == 0 {
@@ -83,8 +91,8 @@ pub fn attention(
         .into_par_iter()
         .map(|g| {
             (
-                PackedMatrix::from_rows(&k[g * hd..], lk, hd, kv_width),
-                pack_transposed(&v[g * hd..], lk, hd, kv_width),
+                PackedMatrix::from_row_iter(head_rows(k, kv_width, g, hd), lk, hd),
+                pack_transposed_rows(head_rows(v, kv_width, g, hd), lk, hd),
             )
         })
         .collect();
@@ -136,6 +144,19 @@ pub fn attention(
                 .copy_from_slice(&o[i * hd..(i + 1) * hd]);
         }
     }
+}
+
+/// The `head_dim` slice of KV group `g` in every row of every part, in order.
+fn head_rows<'a>(
+    parts: &[&'a [f32]],
+    kv_width: usize,
+    g: usize,
+    hd: usize,
+) -> impl Iterator<Item = &'a [f32]> {
+    parts.iter().flat_map(move |part| {
+        part.chunks(kv_width)
+            .map(move |row| &row[g * hd..(g + 1) * hd])
+    })
 }
 
 #[cfg(test)]
@@ -222,7 +243,20 @@ mod tests {
         };
         let mut out = vec![0f32; q.len()];
         let mut probs = vec![0f32; 6 * lq * lk];
-        attention(&q, &k, &v, shape, filter, &mut out, Some(&mut probs));
+        // Keys and values split into three parts, as KV-cache segments are.
+        fn cut(x: &[f32]) -> Vec<&[f32]> {
+            let w = 2 * 40;
+            vec![&x[..3 * w], &x[3 * w..3 * w], &x[3 * w..]]
+        }
+        attention(
+            &q,
+            &cut(&k),
+            &cut(&v),
+            shape,
+            filter,
+            &mut out,
+            Some(&mut probs),
+        );
         let (want_out, want_probs) = reference(&q, &k, &v, shape, filter);
         let max_err = |a: &[f32], b: &[f32]| {
             a.iter()
@@ -237,7 +271,7 @@ mod tests {
         }
         // Without probabilities the output is the same.
         let mut out2 = vec![0f32; q.len()];
-        attention(&q, &k, &v, shape, filter, &mut out2, None);
+        attention(&q, &[&k], &[&v], shape, filter, &mut out2, None);
         assert_eq!(out, out2);
     }
 }

@@ -48,17 +48,29 @@ impl PackedMatrix {
     pub fn from_rows(w: &[f32], n: usize, k: usize, ldw: usize) -> Self {
         assert!(ldw >= k, "row stride {ldw} shorter than row length {k}");
         assert!(n == 0 || w.len() >= (n - 1) * ldw + k, "W slice too short");
+        Self::from_row_iter((0..n).map(|i| &w[i * ldw..i * ldw + k]), n, k)
+    }
+
+    /// Packs `W` from its `n` rows (each of length `k`) in order, wherever they live: the keys
+    /// of an attention head come from several KV-cache segments.
+    pub fn from_row_iter<'a>(rows: impl Iterator<Item = &'a [f32]>, n: usize, k: usize) -> Self {
         let panels = n.div_ceil(NR);
         let mut data = vec![0f32; panels * k * NR];
-        for p in 0..panels {
+        let mut count = 0;
+        for (r, row) in rows.enumerate() {
+            assert!(
+                r < n && row.len() == k,
+                "row {r} has length {} (want {k} of {n} rows)",
+                row.len()
+            );
+            let (p, j) = (r / NR, r % NR);
             let panel = &mut data[p * k * NR..(p + 1) * k * NR];
-            for j in 0..NR.min(n - p * NR) {
-                let row = &w[(p * NR + j) * ldw..(p * NR + j) * ldw + k];
-                for (kk, &value) in row.iter().enumerate() {
-                    panel[kk * NR + j] = value;
-                }
+            for (kk, &value) in row.iter().enumerate() {
+                panel[kk * NR + j] = value;
             }
+            count += 1;
         }
+        assert_eq!(count, n, "fewer rows than announced");
         Self { n, k, data }
     }
 
@@ -110,15 +122,32 @@ impl PackedMatrix {
 pub fn pack_transposed(b: &[f32], k: usize, n: usize, ldb: usize) -> PackedMatrix {
     assert!(ldb >= n, "row stride {ldb} shorter than row length {n}");
     assert!(k == 0 || b.len() >= (k - 1) * ldb + n, "B slice too short");
+    pack_transposed_rows((0..k).map(|kk| &b[kk * ldb..kk * ldb + n]), k, n)
+}
+
+/// [`pack_transposed`] from `B`'s `k` rows (each of length `n`) in order, wherever they live.
+pub fn pack_transposed_rows<'a>(
+    rows: impl Iterator<Item = &'a [f32]>,
+    k: usize,
+    n: usize,
+) -> PackedMatrix {
     let panels = n.div_ceil(NR);
     let mut data = vec![0f32; panels * k * NR];
-    for p in 0..panels {
-        let width = NR.min(n - p * NR);
-        for kk in 0..k {
-            let src = &b[kk * ldb + p * NR..kk * ldb + p * NR + width];
-            data[(p * k + kk) * NR..(p * k + kk) * NR + width].copy_from_slice(src);
+    let mut count = 0;
+    for (kk, row) in rows.enumerate() {
+        assert!(
+            kk < k && row.len() == n,
+            "row {kk} has length {} (want {n} of {k} rows)",
+            row.len()
+        );
+        for p in 0..panels {
+            let width = NR.min(n - p * NR);
+            data[(p * k + kk) * NR..(p * k + kk) * NR + width]
+                .copy_from_slice(&row[p * NR..p * NR + width]);
         }
+        count += 1;
     }
+    assert_eq!(count, k, "fewer rows than announced");
     PackedMatrix { n, k, data }
 }
 

@@ -20,4 +20,4 @@ mod gemm;
 pub mod math;
 
 pub use attention::{AttentionShape, BlockedSpan, KeyFilter, attention};
-pub use gemm::{PackedMatrix, gemm_packed, pack_transposed};
+pub use gemm::{PackedMatrix, gemm_packed, pack_transposed, pack_transposed_rows};

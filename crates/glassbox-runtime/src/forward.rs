@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use crate::RuntimeError;
 use crate::capture::{Array, Capture, Hook};
 use crate::config::{Activation, ModelConfig};
-use crate::kv::{KvCache, KvData};
+use crate::kv::{KvCache, KvSegment};
 use crate::mask::AttentionMask;
 use crate::model::Model;
 use crate::rope::RopeTables;
@@ -148,7 +148,12 @@ struct RowPlan {
     start: usize,
     len: usize,
     past_len: usize,
-    kv: KvData,
+    /// Cache segments shared with the past (read only).
+    shared: Vec<Arc<KvSegment>>,
+    /// The segment receiving this row's keys and values.
+    open: KvSegment,
+    /// Positions of every key: past and new.
+    positions: Vec<u32>,
     /// Candidate key ranges per query: causal, and causal within the sliding window.
     global: Vec<(usize, usize)>,
     local: Vec<(usize, usize)>,
@@ -171,9 +176,10 @@ pub(crate) fn forward(
     let mut total = 0usize;
     let mut inputs = Vec::with_capacity(rows.len());
     let mut all_positions: Vec<u32> = Vec::new();
-    for (index, row) in rows.into_iter().enumerate() {
-        let plan = plan_row(cfg, &row, total).map_err(|e| e.in_row(index))?;
-        all_positions.extend_from_slice(&plan.kv.positions[plan.past_len..]);
+    for (index, mut row) in rows.into_iter().enumerate() {
+        let past = row.past.take();
+        let plan = plan_row(cfg, &row, past, total).map_err(|e| e.in_row(index))?;
+        all_positions.extend_from_slice(&plan.positions[plan.past_len..]);
         total += plan.len;
         plans.push(plan);
         inputs.push(row.input);
@@ -288,9 +294,22 @@ pub(crate) fn forward(
         let windowed = cfg.layer_window(l).is_some();
         for (plan, map) in plans.iter_mut().zip(captured.iter_mut()) {
             let rows = plan.start..plan.start + plan.len;
-            let (kc, vc) = &mut plan.kv.layers[l];
+            let (kc, vc) = &mut plan.open.layers[l];
             kc.extend_from_slice(&k[rows.start * kvw..rows.end * kvw]);
             vc.extend_from_slice(&v[rows.start * kvw..rows.end * kvw]);
+            let (kc, vc) = &plan.open.layers[l];
+            let key_parts: Vec<&[f32]> = plan
+                .shared
+                .iter()
+                .map(|s| s.layers[l].0.as_slice())
+                .chain([kc.as_slice()])
+                .collect();
+            let value_parts: Vec<&[f32]> = plan
+                .shared
+                .iter()
+                .map(|s| s.layers[l].1.as_slice())
+                .chain([vc.as_slice()])
+                .collect();
             let filter = KeyFilter {
                 ranges: if windowed { &plan.local } else { &plan.global },
                 blocked: &plan.blocked,
@@ -299,8 +318,8 @@ pub(crate) fn forward(
             let mut probs = want_pattern.then(|| vec![0f32; cfg.num_heads * plan.len * keys]);
             attention(
                 &q[rows.start * qw..rows.end * qw],
-                kc,
-                vc,
+                &key_parts,
+                &value_parts,
                 shape,
                 filter,
                 &mut attn[rows.start * qw..rows.end * qw],
@@ -411,9 +430,9 @@ pub(crate) fn forward(
             logits,
             scores: plan.score.is_some().then_some(scores),
             activations,
-            kv: capture.kv.then(|| KvCache {
-                data: Arc::new(plan.kv),
-            }),
+            kv: capture
+                .kv
+                .then(|| KvCache::close(plan.shared, plan.open, plan.positions, cfg.kv_width())),
         });
     }
     Ok(outputs)
@@ -437,7 +456,12 @@ fn add(x: &mut [f32], y: &[f32]) {
 }
 
 /// Validates a row and lays out its keys, positions and masks.
-fn plan_row(cfg: &ModelConfig, row: &Row, start: usize) -> Result<RowPlan, RuntimeError> {
+fn plan_row(
+    cfg: &ModelConfig,
+    row: &Row,
+    past: Option<KvCache>,
+    start: usize,
+) -> Result<RowPlan, RuntimeError> {
     let d = cfg.hidden_size;
     let len = match &row.input {
         RowInput::Tokens(ids) => {
@@ -462,20 +486,15 @@ fn plan_row(cfg: &ModelConfig, row: &Row, start: usize) -> Result<RowPlan, Runti
     if len == 0 {
         return Err(RuntimeError::EmptyInput);
     }
-    let mut kv = match &row.past {
-        Some(past) => {
-            let data = past.clone().into_data();
-            if data.layers.len() != cfg.num_layers || data.kv_width != cfg.kv_width() {
-                return Err(RuntimeError::InvalidRequest(
-                    "the KV cache was made by a different model".into(),
-                ));
-            }
-            data
-        }
-        None => KvData::empty(cfg.num_layers, cfg.kv_width()),
-    };
-    let past_len = kv.positions.len();
-    let first = kv.positions.last().map_or(0, |p| p + 1);
+    let past = past.unwrap_or_else(|| KvCache::empty(cfg.num_layers, cfg.kv_width()));
+    if past.layers != cfg.num_layers || past.kv_width != cfg.kv_width() {
+        return Err(RuntimeError::InvalidRequest(
+            "the KV cache was made by a different model".into(),
+        ));
+    }
+    let (shared, open, mut all_positions) = past.open();
+    let past_len = all_positions.len();
+    let first = all_positions.last().map_or(0, |p| p + 1);
     let positions: Vec<u32> = match &row.positions {
         Some(p) => {
             if p.len() != len {
@@ -484,7 +503,7 @@ fn plan_row(cfg: &ModelConfig, row: &Row, start: usize) -> Result<RowPlan, Runti
                     p.len()
                 )));
             }
-            let mut prev = kv.positions.last().copied();
+            let mut prev = all_positions.last().copied();
             for &pos in p {
                 if prev.is_some_and(|q| pos <= q) {
                     return Err(RuntimeError::BadPositions(
@@ -504,17 +523,17 @@ fn plan_row(cfg: &ModelConfig, row: &Row, start: usize) -> Result<RowPlan, Runti
             window: cfg.context_length,
         });
     }
-    kv.positions.extend_from_slice(&positions);
+    all_positions.extend_from_slice(&positions);
 
     let global: Vec<(usize, usize)> = (0..len).map(|i| (0, past_len + i + 1)).collect();
     let local: Vec<(usize, usize)> = match cfg.sliding_window {
         Some(w) => (0..len)
             .map(|i| {
                 let own = past_len + i;
-                let pos = kv.positions[own];
+                let pos = all_positions[own];
                 // First key whose position is less than `size` behind the query.
                 let first_visible =
-                    kv.positions[..=own].partition_point(|&p| (pos - p) as usize >= w.size);
+                    all_positions[..=own].partition_point(|&p| (pos - p) as usize >= w.size);
                 (first_visible, own + 1)
             })
             .collect(),
@@ -555,7 +574,9 @@ fn plan_row(cfg: &ModelConfig, row: &Row, start: usize) -> Result<RowPlan, Runti
         start,
         len,
         past_len,
-        kv,
+        shared,
+        open,
+        positions: all_positions,
         global,
         local,
         blocked,

@@ -1,98 +1,155 @@
 //! The key/value cache as a value: compute a prefix once, then continue it many ways.
 //!
-//! Explanations evaluate one prompt under many perturbations that share a prefix (the chat
-//! header, the passages kept so far). A [`KvCache`] is cheap to clone (reference counted) and
-//! immutable from the outside: continuing a cache that is shared copies it first, continuing
-//! one that is not shared appends in place. So forking is free and decoding stays linear.
+//! Explanations evaluate one prompt under many perturbations that share prefixes (the chat
+//! header, the passages kept so far). A [`KvCache`] is a list of immutable, reference-counted
+//! segments, one per stretch of tokens computed together: continuing a cache adds a segment and
+//! never copies the prefix, so any number of forks share their common part in memory. A segment
+//! that no other cache holds is extended in place instead, so decoding one token at a time keeps
+//! a single growing segment.
 
 use std::sync::Arc;
 
-/// Cached keys (after rotary embedding) and values of every layer for a token sequence.
+/// Keys (after rotary embedding) and values of a stretch of tokens, for every layer.
 #[derive(Clone)]
-pub struct KvCache {
-    pub(crate) data: Arc<KvData>,
-}
-
-#[derive(Clone)]
-pub(crate) struct KvData {
+pub(crate) struct KvSegment {
     /// Per layer: keys and values, `[len, kv_heads · head_dim]` each.
     pub layers: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+impl KvSegment {
+    pub(crate) fn empty(layers: usize) -> Self {
+        Self {
+            layers: vec![(Vec::new(), Vec::new()); layers],
+        }
+    }
+}
+
+/// Cached keys and values of every layer for a token sequence.
+#[derive(Clone)]
+pub struct KvCache {
+    pub(crate) segments: Vec<Arc<KvSegment>>,
     /// Position of every cached token.
-    pub positions: Vec<u32>,
-    pub kv_width: usize,
+    pub(crate) positions: Vec<u32>,
+    pub(crate) layers: usize,
+    pub(crate) kv_width: usize,
 }
 
 impl std::fmt::Debug for KvCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "KvCache[{} tokens, {} layers]",
+            "KvCache[{} tokens in {} segments, {} layers]",
             self.len(),
-            self.data.layers.len()
+            self.segments.len(),
+            self.layers
         )
     }
 }
 
-impl KvData {
+impl KvCache {
     pub(crate) fn empty(layers: usize, kv_width: usize) -> Self {
         Self {
-            layers: vec![(Vec::new(), Vec::new()); layers],
+            segments: Vec::new(),
             positions: Vec::new(),
+            layers,
             kv_width,
         }
     }
-}
 
-impl KvCache {
     /// Number of cached tokens.
     pub fn len(&self) -> usize {
-        self.data.positions.len()
+        self.positions.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.data.positions.is_empty()
+        self.positions.is_empty()
     }
 
     /// Positions of the cached tokens.
     pub fn positions(&self) -> &[u32] {
-        &self.data.positions
+        &self.positions
     }
 
     /// The position a token appended next gets by default.
     pub fn next_position(&self) -> u32 {
-        self.data.positions.last().map_or(0, |p| p + 1)
+        self.positions.last().map_or(0, |p| p + 1)
     }
 
-    /// The cache of the first `len` tokens (a copy; `self` is unchanged).
+    /// The cache of the first `len` tokens (`self` is unchanged; whole segments are shared).
     pub fn truncated(&self, len: usize) -> KvCache {
         let len = len.min(self.len());
-        let w = self.data.kv_width;
-        let data = KvData {
-            layers: self
-                .data
-                .layers
-                .iter()
-                .map(|(k, v)| (k[..len * w].to_vec(), v[..len * w].to_vec()))
-                .collect(),
-            positions: self.data.positions[..len].to_vec(),
-            kv_width: w,
-        };
+        let w = self.kv_width;
+        let mut segments = Vec::new();
+        let mut kept = 0;
+        for seg in &self.segments {
+            let seg_len = seg.layers.first().map_or(0, |(k, _)| k.len() / w);
+            if kept + seg_len <= len {
+                segments.push(seg.clone());
+                kept += seg_len;
+            } else {
+                let take = len - kept;
+                if take > 0 {
+                    segments.push(Arc::new(KvSegment {
+                        layers: seg
+                            .layers
+                            .iter()
+                            .map(|(k, v)| (k[..take * w].to_vec(), v[..take * w].to_vec()))
+                            .collect(),
+                    }));
+                }
+                break;
+            }
+        }
         KvCache {
-            data: Arc::new(data),
+            segments,
+            positions: self.positions[..len].to_vec(),
+            layers: self.layers,
+            kv_width: w,
         }
     }
 
-    /// Memory held by the cache, in bytes.
+    /// Bytes of keys and values this cache refers to (segments shared with other caches are
+    /// counted in full).
     pub fn size_bytes(&self) -> usize {
-        self.data
-            .layers
+        self.segments
             .iter()
+            .flat_map(|s| s.layers.iter())
             .map(|(k, v)| (k.len() + v.len()) * 4)
             .sum()
     }
 
-    /// Takes the data out for extension: in place when this is the only handle.
-    pub(crate) fn into_data(self) -> KvData {
-        Arc::try_unwrap(self.data).unwrap_or_else(|shared| (*shared).clone())
+    /// Splits the cache for extension: the shared segments, and a segment to append to (the
+    /// last one, taken over in place when no other cache holds it; otherwise a new one).
+    pub(crate) fn open(mut self) -> (Vec<Arc<KvSegment>>, KvSegment, Vec<u32>) {
+        let open = match self.segments.pop() {
+            Some(last) => match Arc::try_unwrap(last) {
+                Ok(owned) => owned,
+                Err(shared) => {
+                    self.segments.push(shared);
+                    KvSegment::empty(self.layers)
+                }
+            },
+            None => KvSegment::empty(self.layers),
+        };
+        (self.segments, open, self.positions)
+    }
+
+    /// Reassembles a cache from shared segments, the extended open segment and positions.
+    pub(crate) fn close(
+        mut segments: Vec<Arc<KvSegment>>,
+        open: KvSegment,
+        positions: Vec<u32>,
+        kv_width: usize,
+    ) -> Self {
+        let layers = open.layers.len();
+        if open.layers.first().is_some_and(|(k, _)| !k.is_empty()) {
+            segments.push(Arc::new(open));
+        }
+        KvCache {
+            segments,
+            positions,
+            layers,
+            kv_width,
+        }
     }
 }

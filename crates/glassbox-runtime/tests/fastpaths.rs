@@ -303,3 +303,38 @@ fn differentiable_path_gives_the_fast_path_logits() {
         assert!(worst < 1e-3, "{worst}");
     }
 }
+
+#[test]
+fn caches_share_prefixes_and_grow_in_place() {
+    let model = smollm();
+    let ids = ids(model, TEXT);
+    let run = |row: Row| {
+        model
+            .forward(vec![row], &Capture::kv())
+            .unwrap()
+            .remove(0)
+            .kv
+            .unwrap()
+    };
+    let prefix = run(Row::tokens(ids[..10].to_vec()));
+    // A fork adds a segment on top of the shared prefix; the prefix is not copied.
+    let child = run(Row::tokens(ids[10..12].to_vec()).with_past(prefix.clone()));
+    assert!(
+        format!("{child:?}").contains("12 tokens in 2 segments"),
+        "{child:?}"
+    );
+    assert_eq!(child.size_bytes(), prefix.size_bytes() * 12 / 10);
+    // A cache nobody else holds grows in place: decoding keeps one segment.
+    let mut solo = run(Row::tokens(ids[..10].to_vec()));
+    for &t in &ids[10..14] {
+        solo = run(Row::tokens(vec![t]).with_past(solo));
+    }
+    assert!(
+        format!("{solo:?}").contains("14 tokens in 1 segments"),
+        "{solo:?}"
+    );
+    // And both agree with a plain pass.
+    let full = all_logits(model, Row::tokens(ids[..15].to_vec()));
+    let next = all_logits(model, Row::tokens(vec![ids[14]]).with_past(solo));
+    assert!(max_abs_diff(&next[0], &full[14]) < FAST_PATH_TOLERANCE);
+}

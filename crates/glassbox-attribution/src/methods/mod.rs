@@ -290,8 +290,8 @@ mod tests {
             Method::ExactShapley,
         ] {
             let e = estimate(method, &mut additive, 0).unwrap();
-            for i in 0..4 {
-                assert!((e.scores[0][i] - w[i]).abs() < 1e-12, "{method:?}");
+            for (s, w) in e.scores[0].iter().zip(&w) {
+                assert!((s - w).abs() < 1e-12, "{method:?}");
             }
         }
     }
@@ -325,9 +325,9 @@ mod tests {
                 };
                 let e = estimate(small, &mut game(n), seed).unwrap();
                 let se = e.std_errors.as_ref().unwrap();
-                for i in 0..n {
+                for ((s, t), se) in e.scores[0].iter().zip(&truth.scores[0]).zip(&se[0]) {
                     count += 1;
-                    if (e.scores[0][i] - truth.scores[0][i]).abs() <= 2.0 * se[0][i] + 1e-12 {
+                    if (s - t).abs() <= 2.0 * se + 1e-12 {
                         covered += 1;
                     }
                 }
@@ -380,13 +380,10 @@ mod tests {
         let s = estimate(Method::Surrogate { samples: 64 }, &mut additive, 3).unwrap();
         // An additive game is linear: the surrogate fits it (LDS 1) and recovers the weights.
         assert!(s.diagnostics["lds"][0].as_f64().unwrap() > 0.99);
-        for i in 0..20 {
-            assert!((s.scores[0][i] - w[i]).abs() < 0.05, "surrogate {i}");
+        for (i, w) in w.iter().enumerate() {
+            assert!((s.scores[0][i] - w).abs() < 0.05, "surrogate {i}");
             let se = b.std_errors.as_ref().unwrap()[0][i];
-            assert!(
-                (b.scores[0][i] - w[i]).abs() < 4.0 * se + 1e-9,
-                "banzhaf {i}"
-            );
+            assert!((b.scores[0][i] - w).abs() < 4.0 * se + 1e-9, "banzhaf {i}");
         }
     }
 }
