@@ -16,7 +16,7 @@ use glassbox_runtime::{ChatMessage, GenerateOptions, Model, Sampling};
 use serde::Deserialize;
 
 use crate::AttributionError;
-use crate::engine::{Aggregate, AnswerGame, Engine};
+use crate::engine::{Aggregate, AnswerGame, Engine, IdentityGame};
 use crate::methods::{Method, estimate};
 use crate::prompt::{Perturbation, Segment, SegmentedPrompt};
 
@@ -64,6 +64,25 @@ fn toml_like(text: &str) -> Result<RagTemplate, AttributionError> {
     toml::from_str(text).map_err(|e| AttributionError::BadInput(format!("prompt template: {e}")))
 }
 
+/// What a coalition's value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CiteTarget {
+    /// The answer's log-probability under teacher forcing (total or mean), plus each answer
+    /// token's, from one set of evaluations.
+    LogProb(Aggregate),
+    /// TextGenSHAP's answer identity: 1 when the coalition's prompt makes the model generate
+    /// exactly the answer (greedily), else 0; alternative answers that coalitions produce get
+    /// targets of their own.
+    AnswerIdentity,
+}
+
+/// Most distinct answers credited by the identity target (the given answer, then the
+/// alternatives most coalitions produce).
+pub const MAX_IDENTITY_ANSWERS: usize = 8;
+/// Tokens generated past the answer's length under the identity target, so that an answer
+/// that goes on differently is told apart (and alternatives are seen in full, up to this).
+const IDENTITY_EXTRA_TOKENS: usize = 8;
+
 /// Everything `cite` needs besides the model.
 #[derive(Debug, Clone)]
 pub struct CiteRequest {
@@ -75,7 +94,7 @@ pub struct CiteRequest {
     pub template: RagTemplate,
     pub method: Method,
     pub perturbation: Perturbation,
-    pub aggregate: Aggregate,
+    pub target: CiteTarget,
     pub seed: u64,
     /// Refine the top this-many passages into sentences.
     pub refine_passages: usize,
@@ -361,24 +380,28 @@ fn attribute(
 ) -> Result<Attribution, AttributionError> {
     let mut engine = Engine::new(model, prompt, request.perturbation.clone(), answer.to_vec())?;
     let started = Instant::now();
-    let estimate = {
-        let mut game = AnswerGame {
-            engine: &mut engine,
-            aggregate: request.aggregate,
-        };
-        estimate(method, &mut game, request.seed)?
+    let (estimate, targets) = match request.target {
+        CiteTarget::LogProb(aggregate) => {
+            let mut game = AnswerGame {
+                engine: &mut engine,
+                aggregate,
+            };
+            let estimate = estimate(method, &mut game, request.seed)?;
+            let mut targets = vec![Target {
+                label: "answer".into(),
+                kind: aggregate.name().into(),
+                tokens: Some((0, answer.len())),
+            }];
+            targets.extend(answer_tokens.iter().enumerate().map(|(i, t)| Target {
+                label: t.text.clone(),
+                kind: "token_logprob".into(),
+                tokens: Some((i, i + 1)),
+            }));
+            (estimate, targets)
+        }
+        CiteTarget::AnswerIdentity => identity(model, &mut engine, answer, method, request.seed)?,
     };
     let stats = engine.stats().clone();
-    let mut targets = vec![Target {
-        label: "answer".into(),
-        kind: request.aggregate.name().into(),
-        tokens: Some((0, answer.len())),
-    }];
-    targets.extend(answer_tokens.iter().enumerate().map(|(i, t)| Target {
-        label: t.text.clone(),
-        kind: "token_logprob".into(),
-        tokens: Some((i, i + 1)),
-    }));
     Ok(Attribution {
         schema: ATTRIBUTION_SCHEMA.into(),
         model: model.info().name.clone(),
@@ -403,6 +426,81 @@ fn attribute(
         },
         diagnostics: estimate.diagnostics,
     })
+}
+
+/// The answer-identity game in two passes over the same coalitions: the first (crediting only
+/// the given answer) generates every coalition's answer; the second credits the given answer
+/// and the most frequent alternatives, from the memo, with no further model calls. The
+/// estimators draw their coalitions from the seed alone, so both passes ask for the same ones.
+fn identity(
+    model: &Model,
+    engine: &mut Engine<'_>,
+    answer: &[u32],
+    method: Method,
+    seed: u64,
+) -> Result<(crate::methods::Estimate, Vec<Target>), AttributionError> {
+    let max_tokens =
+        (answer.len() + IDENTITY_EXTRA_TOKENS).min(MAX_ANSWER_TOKENS.max(answer.len() + 1));
+    let mut game = IdentityGame {
+        engine,
+        answers: vec![answer.to_vec()],
+        max_tokens,
+    };
+    estimate(method, &mut game, seed)?;
+    let mut counts: Vec<(Vec<u32>, usize)> = Vec::new();
+    for generated in game.engine.generated_answers() {
+        match counts.iter_mut().find(|(a, _)| a == generated) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((generated.clone(), 1)),
+        }
+    }
+    // Most frequent first; ties in token order, so the list does not depend on hashing.
+    counts.sort_by(|(a, x), (b, y)| y.cmp(x).then_with(|| a.cmp(b)));
+    let mut answers = vec![answer.to_vec()];
+    answers.extend(
+        counts
+            .iter()
+            .filter(|(a, _)| a != answer)
+            .map(|(a, _)| a.clone())
+            .take(MAX_IDENTITY_ANSWERS - 1),
+    );
+    game.answers = answers;
+    let before = game.engine.stats().evaluations;
+    let mut estimate = estimate(method, &mut game, seed)?;
+    debug_assert_eq!(
+        game.engine.stats().evaluations,
+        before,
+        "the second pass is memoized"
+    );
+    let count_of = |a: &Vec<u32>| counts.iter().find(|(b, _)| b == a).map_or(0, |(_, n)| *n);
+    let mut targets = Vec::with_capacity(game.answers.len());
+    for a in &game.answers {
+        let text = model
+            .tokenizer()
+            .decode(a)
+            .map_err(glassbox_runtime::RuntimeError::from)?;
+        targets.push(Target {
+            label: if a.len() >= max_tokens {
+                format!("{}…", text.trim())
+            } else {
+                text.trim().to_string()
+            },
+            kind: "answer_identity".into(),
+            tokens: None,
+        });
+    }
+    if !estimate.diagnostics.is_object() {
+        estimate.diagnostics = serde_json::json!({});
+    }
+    if let serde_json::Value::Object(d) = &mut estimate.diagnostics {
+        d.insert(
+            "answer_counts".into(),
+            game.answers.iter().map(count_of).collect::<Vec<_>>().into(),
+        );
+        d.insert("distinct_answers".into(), counts.len().into());
+        d.insert("max_answer_tokens".into(), max_tokens.into());
+    }
+    Ok((estimate, targets))
 }
 
 /// Most units a refined level (a passage's sentences, a sentence's words) enumerates exactly.

@@ -18,7 +18,10 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use glassbox_runtime::{AttentionMask, Capture, KvCache, LogitsAt, Model, Row};
+use glassbox_runtime::{
+    AttentionMask, Capture, Continuation, GenerateOptions, Generation, KvCache, LogitsAt, Model,
+    Row, Sampling, StopReason,
+};
 
 use crate::prompt::{Perturbation, Segment, SegmentedPrompt};
 use crate::{AttributionError, Coalition};
@@ -94,6 +97,9 @@ pub struct Engine<'m> {
     answer: Vec<u32>,
     units: usize,
     memo: HashMap<Coalition, Vec<f32>>,
+    /// Greedy generations, for the limit in `generation_limit`.
+    generated: HashMap<Coalition, Vec<u32>>,
+    generation_limit: Option<usize>,
     /// The fixed text before the first unit, computed once and shared by every chunk.
     root: Option<(KvCache, u32)>,
     stats: EngineStats,
@@ -162,6 +168,8 @@ impl<'m> Engine<'m> {
             answer,
             units,
             memo: HashMap::new(),
+            generated: HashMap::new(),
+            generation_limit: None,
             root: None,
             stats: EngineStats::default(),
         };
@@ -244,6 +252,82 @@ impl<'m> Engine<'m> {
         &mut self,
         coalitions: &[Coalition],
     ) -> Result<Vec<Vec<f32>>, AttributionError> {
+        let todo = self.todo(coalitions, |e, c| e.memo.contains_key(c))?;
+        let extra = self.answer.len();
+        self.run_chunks(&todo, extra, |e, part| {
+            let values = e.evaluate_chunk(part)?;
+            for (c, v) in part.iter().zip(values) {
+                e.stats.tokens_from_scratch += e.assembled(c).len() + e.answer.len() - 1;
+                e.memo.insert(c.clone(), v);
+            }
+            Ok(())
+        })?;
+        Ok(coalitions.iter().map(|c| self.memo[c].clone()).collect())
+    }
+
+    /// The greedy answer (up to `max_tokens` tokens, stopping at end of turn) each coalition's
+    /// prompt makes the model generate (memoized per `max_tokens`), decoded from the trie's
+    /// forked caches in batches.
+    pub fn generations(
+        &mut self,
+        coalitions: &[Coalition],
+        max_tokens: usize,
+    ) -> Result<Vec<Vec<u32>>, AttributionError> {
+        if self.generation_limit != Some(max_tokens) {
+            self.generated.clear();
+            self.generation_limit = Some(max_tokens);
+        }
+        let todo = self.todo(coalitions, |e, c| e.generated.contains_key(c))?;
+        self.run_chunks(&todo, max_tokens, |e, part| {
+            let leaves = e.leaves(part)?;
+            let starts = leaves
+                .iter()
+                .map(|n| {
+                    e.stats.tokens += n.pending.len();
+                    Continuation {
+                        past: n.cache.clone(),
+                        tokens: n.pending.clone(),
+                        positions: Some(n.positions.clone()),
+                    }
+                })
+                .collect();
+            let options = GenerateOptions {
+                max_new_tokens: max_tokens,
+                sampling: Sampling::Greedy,
+                stop_at_eos: true,
+            };
+            let outputs = e.model.generate_continuations(starts, &options)?;
+            // Tokens fed back: all generated ones but the last, unless an end of turn followed.
+            let fed = |g: &Generation| match g.stop {
+                StopReason::EndOfText => g.tokens.len(),
+                StopReason::MaxTokens | StopReason::ContextFull => g.tokens.len().saturating_sub(1),
+            };
+            e.stats.forward_passes += 1 + outputs.iter().map(fed).max().unwrap_or(0);
+            for (node, g) in leaves.iter().zip(outputs) {
+                let c = &part[node.members[0]];
+                e.stats.tokens += fed(&g);
+                e.stats.tokens_from_scratch += e.assembled(c).len() + fed(&g);
+                e.generated.insert(c.clone(), g.tokens);
+            }
+            Ok(())
+        })?;
+        Ok(coalitions
+            .iter()
+            .map(|c| self.generated[c].clone())
+            .collect())
+    }
+
+    /// Every greedy answer generated so far (one per coalition, in no particular order).
+    pub fn generated_answers(&self) -> impl Iterator<Item = &Vec<u32>> {
+        self.generated.values()
+    }
+
+    /// The coalitions not yet done, checked, deduplicated and sorted in trie order.
+    fn todo(
+        &self,
+        coalitions: &[Coalition],
+        done: impl Fn(&Self, &Coalition) -> bool,
+    ) -> Result<Vec<Coalition>, AttributionError> {
         for c in coalitions {
             if c.universe() != self.units {
                 return Err(AttributionError::BadInput(format!(
@@ -255,7 +339,7 @@ impl<'m> Engine<'m> {
         }
         let mut todo: Vec<Coalition> = coalitions
             .iter()
-            .filter(|c| !self.memo.contains_key(*c))
+            .filter(|c| !done(self, c))
             .cloned()
             .collect();
         todo.sort_by_key(|c| {
@@ -264,29 +348,35 @@ impl<'m> Engine<'m> {
                 .collect::<Vec<bool>>()
         });
         todo.dedup();
-        if !todo.is_empty() {
-            let start = Instant::now();
-            let chunk = self.chunk_size();
-            for part in todo.chunks(chunk) {
-                let values = self.evaluate_chunk(part)?;
-                for (c, v) in part.iter().zip(values) {
-                    self.stats.tokens_from_scratch +=
-                        self.assembled(c).len() + self.answer.len() - 1;
-                    self.memo.insert(c.clone(), v);
-                }
-                self.stats.evaluations += part.len();
-            }
-            self.stats.seconds += start.elapsed().as_secs_f64();
+        Ok(todo)
+    }
+
+    /// Runs `work` over chunks of `todo` sized for the KV budget (each coalition's cache
+    /// growing by `extra` tokens past the prompt), counting evaluations and time.
+    fn run_chunks(
+        &mut self,
+        todo: &[Coalition],
+        extra: usize,
+        mut work: impl FnMut(&mut Self, &[Coalition]) -> Result<(), AttributionError>,
+    ) -> Result<(), AttributionError> {
+        if todo.is_empty() {
+            return Ok(());
         }
-        Ok(coalitions.iter().map(|c| self.memo[c].clone()).collect())
+        let start = Instant::now();
+        for part in todo.chunks(self.chunk_size(extra)) {
+            work(self, part)?;
+            self.stats.evaluations += part.len();
+        }
+        self.stats.seconds += start.elapsed().as_secs_f64();
+        Ok(())
     }
 
     /// Coalitions per chunk so the caches of a chunk fit [`KV_BUDGET_BYTES`] (a power of two,
     /// so chunks of a sorted enumeration align with the trie's top branches).
-    fn chunk_size(&self) -> usize {
+    fn chunk_size(&self, extra: usize) -> usize {
         let cfg = self.model.config();
         let per_token = cfg.num_layers * 2 * cfg.kv_width() * 4;
-        let prompt = self.assembled(&Coalition::full(self.units)).len() + self.answer.len();
+        let prompt = self.assembled(&Coalition::full(self.units)).len() + extra;
         let fit = (KV_BUDGET_BYTES / (per_token * prompt).max(1)).clamp(1, MAX_CHUNK);
         1 << fit.ilog2()
     }
@@ -321,10 +411,10 @@ impl<'m> Engine<'m> {
         Ok((Some(cache), next))
     }
 
-    fn evaluate_chunk(
-        &mut self,
-        coalitions: &[Coalition],
-    ) -> Result<Vec<Vec<f32>>, AttributionError> {
+    /// Walks a chunk of coalitions down the prefix trie, running shared prefixes once, and
+    /// returns the leaves: one per coalition, each holding its cache and the tokens after its
+    /// last divergence (not yet run).
+    fn leaves(&mut self, coalitions: &[Coalition]) -> Result<Vec<Node>, AttributionError> {
         let (root_cache, root_next) = self.root()?;
         let skip = if root_cache.is_some() {
             self.pieces
@@ -394,11 +484,23 @@ impl<'m> Engine<'m> {
                 }
             }
         }
+        debug_assert!(
+            frontier.iter().all(|n| n.members.len() == 1),
+            "coalitions are distinct"
+        );
+        Ok(frontier)
+    }
+
+    /// Scores the answer after each coalition's prompt.
+    fn evaluate_chunk(
+        &mut self,
+        coalitions: &[Coalition],
+    ) -> Result<Vec<Vec<f32>>, AttributionError> {
+        let frontier = self.leaves(coalitions)?;
         // Leaves: one coalition each; pending tokens plus the answer, scored in one batch.
         let m = self.answer.len();
         let mut rows = Vec::with_capacity(frontier.len());
         for node in &frontier {
-            debug_assert_eq!(node.members.len(), 1, "coalitions are distinct");
             let mut tokens = node.pending.clone();
             let mut positions = node.positions.clone();
             let first = tokens.len() - 1;
@@ -494,6 +596,40 @@ impl<'m> Engine<'m> {
         Ok((values, stats))
     }
 
+    /// The reference for [`Engine::generations`]: each coalition's whole prompt re-rendered,
+    /// tokenized and decoded greedily from scratch, in batches of 16. Attention blocking needs
+    /// masks during decoding, which whole-prompt generation does not take, so it is refused.
+    pub fn generations_from_scratch(
+        &self,
+        coalitions: &[Coalition],
+        max_tokens: usize,
+    ) -> Result<Vec<Vec<u32>>, AttributionError> {
+        if self.perturbation == Perturbation::AttentionBlock {
+            return Err(AttributionError::BadInput(
+                "the from-scratch generation reference supports the delete and placeholder perturbations".into(),
+            ));
+        }
+        let options = GenerateOptions {
+            max_new_tokens: max_tokens,
+            sampling: Sampling::Greedy,
+            stop_at_eos: true,
+        };
+        let mut out = Vec::with_capacity(coalitions.len());
+        for batch in coalitions.chunks(FROM_SCRATCH_BATCH) {
+            let prompts = batch
+                .iter()
+                .map(|c| self.whole(c))
+                .collect::<Result<Vec<_>, _>>()?;
+            out.extend(
+                self.model
+                    .generate_batch(&prompts, &options)?
+                    .into_iter()
+                    .map(|g| g.tokens),
+            );
+        }
+        Ok(out)
+    }
+
     /// Hides the dropped units' tokens from everything after them.
     fn blocking_mask(&self, c: &Coalition) -> AttentionMask {
         let mut mask = AttentionMask::new();
@@ -562,6 +698,42 @@ impl crate::Game for AnswerGame<'_, '_> {
                 };
                 std::iter::once(head)
                     .chain(lp.iter().map(|&x| x as f64))
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// TextGenSHAP's answer-identity game: which greedy answer does each coalition's prompt make
+/// the model produce? Values are one-hot over `answers` (all zero for an answer not listed), so
+/// a unit's credit for dimension k is its contribution to producing answer k exactly.
+pub struct IdentityGame<'e, 'm> {
+    pub engine: &'e mut Engine<'m>,
+    /// The answers credited, as token ids.
+    pub answers: Vec<Vec<u32>>,
+    /// Longest generation; answers are compared on these tokens.
+    pub max_tokens: usize,
+}
+
+impl crate::Game for IdentityGame<'_, '_> {
+    fn players(&self) -> usize {
+        self.engine.units()
+    }
+
+    fn dims(&self) -> usize {
+        self.answers.len()
+    }
+
+    fn values(&mut self, coalitions: &[Coalition]) -> Result<Vec<Vec<f64>>, AttributionError> {
+        let answers = &self.answers;
+        Ok(self
+            .engine
+            .generations(coalitions, self.max_tokens)?
+            .into_iter()
+            .map(|g| {
+                answers
+                    .iter()
+                    .map(|a| f64::from(u8::from(*a == g)))
                     .collect()
             })
             .collect())

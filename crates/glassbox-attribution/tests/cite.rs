@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use glassbox_attribution::cite::{CiteRequest, DEFAULT_TEMPLATE, RagTemplate, cite};
+use glassbox_attribution::cite::{CiteRequest, CiteTarget, DEFAULT_TEMPLATE, RagTemplate, cite};
 use glassbox_attribution::stats::spearman;
 use glassbox_attribution::{Aggregate, AttributionError, Method, Perturbation};
 use glassbox_models::{Cache, Fetch, ModelFiles, NoProgress, ensure, find_manifest};
@@ -43,7 +43,7 @@ fn request(method: Method) -> CiteRequest {
         template: RagTemplate::parse(DEFAULT_TEMPLATE).unwrap(),
         method,
         perturbation: Perturbation::Delete,
-        aggregate: Aggregate::Sum,
+        target: CiteTarget::LogProb(Aggregate::Sum),
         seed: 0,
         refine_passages: 0,
         refine_words: false,
@@ -238,6 +238,44 @@ fn sampled_estimators_agree_with_exact_shapley_at_their_default_budget() {
             .attribution
             .scores
     );
+}
+
+#[test]
+fn answer_identity_credits_the_generated_answer_and_its_alternatives() {
+    let mut r = request(Method::ExactShapley);
+    r.answer = None;
+    r.target = CiteTarget::AnswerIdentity;
+    let report = cite(model(), &r).unwrap();
+    let a = &report.attribution;
+    assert_eq!(a.targets[0].label, report.answer.trim());
+    assert!(a.targets.len() > 1, "some coalitions answer differently");
+    assert!(
+        a.targets
+            .iter()
+            .all(|t| t.kind == "answer_identity" && t.tokens.is_none())
+    );
+    // The full context produces the generated answer; no alternative is produced by it.
+    assert_eq!(a.value_full[0], 1.0);
+    assert!(a.value_full[1..].iter().all(|&v| v == 0.0));
+    for t in 0..a.targets.len() {
+        let total: f64 = a.scores[t].iter().sum();
+        assert!(
+            (total - (a.value_full[t] - a.value_empty[t])).abs() < 1e-9,
+            "efficiency {t}"
+        );
+    }
+    // One generation per coalition, counted once (the second pass is memoized).
+    assert_eq!(a.cost.evaluations, 64);
+    let counts: Vec<u64> = a.diagnostics["answer_counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .collect();
+    assert_eq!(counts.len(), a.targets.len());
+    assert!(counts.iter().all(|&c| c >= 1) && counts.iter().sum::<u64>() <= 64);
+    // The passage naming the engineer supports producing the answer that names her.
+    assert!(a.scores[0][2] > 0.1, "{:?}", a.scores[0]);
 }
 
 #[test]

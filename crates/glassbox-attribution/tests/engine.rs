@@ -145,6 +145,43 @@ fn engine_equals_from_scratch_for_every_perturbation() {
 }
 
 #[test]
+fn engine_generations_equal_generating_each_prompt_from_scratch() {
+    let n = PASSAGES.len();
+    for (perturbation, coalitions) in [
+        (Perturbation::Delete, all_coalitions(n)),
+        (Perturbation::Placeholder, all_coalitions(n)[..16].to_vec()),
+    ] {
+        let mut engine = Engine::new(model(), prompt(), perturbation.clone(), answer()).unwrap();
+        let fast = engine.generations(&coalitions, 12).unwrap();
+        let slow = engine.generations_from_scratch(&coalitions, 12).unwrap();
+        let same = fast.iter().zip(&slow).filter(|(a, b)| a == b).count();
+        let mut distinct = fast.clone();
+        distinct.sort();
+        distinct.dedup();
+        println!(
+            "{perturbation:?}: {same}/{} generations identical, {} distinct answers, {} tokens in {} passes",
+            fast.len(),
+            distinct.len(),
+            engine.stats().tokens,
+            engine.stats().forward_passes
+        );
+        assert_eq!(same, fast.len(), "{perturbation:?}");
+        assert!(distinct.len() > 1, "coalitions change the answer");
+        assert!(fast.iter().all(|g| !g.is_empty() && g.len() <= 12));
+        // Memoized.
+        let before = engine.stats().tokens;
+        assert_eq!(engine.generations(&coalitions[..3], 12).unwrap(), fast[..3]);
+        assert_eq!(engine.stats().tokens, before);
+    }
+    let engine = Engine::new(model(), prompt(), Perturbation::AttentionBlock, answer()).unwrap();
+    assert!(
+        engine
+            .generations_from_scratch(&all_coalitions(n)[..2], 4)
+            .is_err()
+    );
+}
+
+#[test]
 fn engine_rejects_prompts_that_do_not_tokenize_by_segment() {
     // A unit boundary inside a word: "light" + "house" tokenizes differently from "lighthouse".
     let prompt = SegmentedPrompt {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use glassbox::attribution::cite::{CiteRequest, DEFAULT_TEMPLATE, RagTemplate, cite};
+use glassbox::attribution::cite::{CiteRequest, CiteTarget, DEFAULT_TEMPLATE, RagTemplate, cite};
 use glassbox::attribution::{Aggregate, Method, Perturbation};
 use glassbox::report::{CiteReport, ColorMode, render_html, render_terminal};
 use serde::Deserialize;
@@ -42,7 +42,9 @@ pub(crate) struct CiteArgs {
     /// How a passage is removed.
     #[arg(long, value_enum, default_value_t = PerturbationArg::Delete)]
     perturbation: PerturbationArg,
-    /// The value attributed: the answer's total log-probability, or its mean per token.
+    /// The value attributed: the answer's total log-probability (sum), its mean per token
+    /// (mean), or whether the coalition makes the model generate exactly this answer
+    /// (identity, TextGenSHAP's game; alternative answers are credited too).
     #[arg(long, value_enum, default_value_t = TargetArg::Sum)]
     target: TargetArg,
     /// Refine the top N passages into sentences.
@@ -82,6 +84,7 @@ enum PerturbationArg {
 enum TargetArg {
     Sum,
     Mean,
+    Identity,
 }
 
 /// One case of a batch file.
@@ -150,9 +153,10 @@ impl CiteArgs {
                 PerturbationArg::Placeholder => Perturbation::Placeholder,
                 PerturbationArg::AttentionBlock => Perturbation::AttentionBlock,
             },
-            aggregate: match self.target {
-                TargetArg::Sum => Aggregate::Sum,
-                TargetArg::Mean => Aggregate::Mean,
+            target: match self.target {
+                TargetArg::Sum => CiteTarget::LogProb(Aggregate::Sum),
+                TargetArg::Mean => CiteTarget::LogProb(Aggregate::Mean),
+                TargetArg::Identity => CiteTarget::AnswerIdentity,
             },
             seed: self.seed,
             refine_passages: self.refine,

@@ -141,7 +141,8 @@ const SCRIPT: &str = r#"
     });
     document.querySelectorAll('.tok').forEach(el => el.classList.toggle('selected', +el.dataset.target === t));
     document.getElementById('target-label').textContent =
-      t === 0 ? 'the whole answer' : 'answer token ' + JSON.stringify(a.targets[t].label);
+      t === 0 ? 'the whole answer'
+        : (a.targets[t].tokens ? 'answer token ' : 'the answer ') + JSON.stringify(a.targets[t].label);
     document.getElementById('target-kind').textContent = a.targets[t].kind;
     document.getElementById('scale-max').textContent = m.toFixed(4);
     document.getElementById('value-full').textContent = a.value_full[t].toFixed(3);
@@ -213,6 +214,19 @@ fn question_and_answer(out: &mut String, report: &CiteReport) {
                 );
             }
             None => out.push_str(&escape(&token.text)),
+        }
+    }
+    let others: Vec<usize> = (1..a.targets.len())
+        .filter(|&t| a.targets[t].tokens.is_none())
+        .collect();
+    if !others.is_empty() {
+        out.push_str("</div><div><b>Other answers</b> (produced by some coalitions) ");
+        for t in others {
+            let _ = write!(
+                out,
+                "<span class=\"tok\" data-target=\"{t}\">{}</span> ",
+                escape(&a.targets[t].label)
+            );
         }
     }
     out.push_str(
@@ -471,6 +485,22 @@ mod tests {
             html.contains("<td class=\"score\">+1.4000</td>"),
             "no ± without standard errors"
         );
+    }
+
+    #[test]
+    fn alternative_answers_are_selectable_and_escaped() {
+        let html = render_html(&crate::testing::identity_report());
+        assert_eq!(
+            html.matches("class=\"tok").count(),
+            3,
+            "whole answer + 2 alternatives"
+        );
+        assert!(html.contains("<b>Other answers</b>"));
+        assert!(
+            html.contains("data-target=\"2\">The lighthouse &lt;b&gt;stands&lt;/b&gt;.</span>")
+        );
+        // The answer's own tokens have no targets of their own here: plain text.
+        assert!(html.contains("whole answer</span> Ottilie.</div>"));
     }
 
     #[test]

@@ -123,6 +123,29 @@ fn top_per_token(out: &mut String, report: &CiteReport) {
     }
 }
 
+/// Targets that are neither the answer nor one of its tokens (the alternative answers of the
+/// answer-identity game), each with the unit that most supports it.
+fn other_targets(out: &mut String, a: &Attribution) {
+    let others: Vec<usize> = (1..a.targets.len())
+        .filter(|&t| a.targets[t].tokens.is_none())
+        .collect();
+    if others.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nother targets ({}):", a.targets[others[0]].kind);
+    for t in others {
+        if let Some(&u) = a.ranking(t).first() {
+            let _ = writeln!(
+                out,
+                "  {:?}: top {} {:+.3}",
+                printable(&a.targets[t].label),
+                printable(&a.units[u].label),
+                a.scores[t][u]
+            );
+        }
+    }
+}
+
 /// The target of answer token `i` alone, if the attribution has per-token targets.
 pub(crate) fn token_target(a: &Attribution, i: usize) -> Option<usize> {
     (1..a.targets.len()).find(|&t| a.targets[t].tokens == Some((i, i + 1)))
@@ -185,6 +208,7 @@ pub fn render_terminal(report: &CiteReport, color: ColorMode) -> String {
     );
     ranked(&mut out, a, "", color);
     top_per_token(&mut out, report);
+    other_targets(&mut out, a);
     refinements(&mut out, a, &report.refinements, 1, color);
     let c = &a.cost;
     let _ = writeln!(
@@ -303,6 +327,18 @@ mod tests {
             plain.contains(&"word ".repeat(99)),
             "plain mode shows everything"
         );
+    }
+
+    #[test]
+    fn alternative_answers_are_listed_with_their_top_passage() {
+        let text = render_terminal(&crate::testing::identity_report(), ColorMode::Plain);
+        assert!(text.contains("other targets (answer_identity):"), "{text}");
+        assert!(text.contains("  \"Edwin Marr.\": top [1] +0.000"), "{text}");
+        assert!(
+            text.contains("  \"The lighthouse <b>stands</b>.\": top [1] +0.500"),
+            "{text}"
+        );
+        assert!(!text.contains("top passage per answer token"));
     }
 
     #[test]

@@ -108,3 +108,27 @@ pub(crate) fn report() -> CiteReport {
         }],
     }
 }
+
+/// The report under the answer-identity target: the answer and two alternative answers.
+pub(crate) fn identity_report() -> CiteReport {
+    let mut r = report();
+    let a = &mut r.attribution;
+    a.targets = ["Ottilie.", "Edwin Marr.", "The lighthouse <b>stands</b>."]
+        .iter()
+        .map(|label| Target {
+            label: label.to_string(),
+            kind: "answer_identity".into(),
+            tokens: None,
+        })
+        .collect();
+    a.scores = vec![
+        vec![0.1, 0.0, 0.8, 0.1],
+        vec![0.0, 0.0, -0.4, 0.0],
+        vec![0.5, 0.0, -0.2, 0.0],
+    ];
+    a.std_errors = None;
+    a.value_full = vec![1.0, 0.0, 0.0];
+    a.value_empty = vec![0.0, 0.0, 0.0];
+    r.refinements.clear();
+    r
+}

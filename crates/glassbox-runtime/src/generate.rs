@@ -65,6 +65,15 @@ pub struct Generation {
     pub stop: StopReason,
 }
 
+/// Where one generation starts: an optional cache, then prompt tokens not yet run (at least
+/// one), at the given positions (default: right after the cache).
+#[derive(Debug, Clone)]
+pub struct Continuation {
+    pub past: Option<KvCache>,
+    pub tokens: Vec<u32>,
+    pub positions: Option<Vec<u32>>,
+}
+
 /// Picks the next token from logits.
 fn choose(logits: &[f32], sampling: Sampling, rng: &mut Option<StdRng>) -> u32 {
     match sampling {
@@ -133,6 +142,24 @@ impl Model {
         prompts: &[Vec<u32>],
         options: &GenerateOptions,
     ) -> Result<Vec<Generation>, RuntimeError> {
+        let starts = prompts
+            .iter()
+            .map(|p| Continuation {
+                past: None,
+                tokens: p.clone(),
+                positions: None,
+            })
+            .collect();
+        self.generate_continuations(starts, options)
+    }
+
+    /// Generates from prompts that continue KV caches (e.g. prefixes shared between many
+    /// prompts and computed once), decoding them together as [`Model::generate_batch`] does.
+    pub fn generate_continuations(
+        &self,
+        starts: Vec<Continuation>,
+        options: &GenerateOptions,
+    ) -> Result<Vec<Generation>, RuntimeError> {
         if let Sampling::Sample {
             temperature, top_p, ..
         } = options.sampling
@@ -150,7 +177,7 @@ impl Model {
             Vec::new()
         };
         let window = self.config().context_length;
-        let n = prompts.len();
+        let n = starts.len();
         let mut rngs: Vec<Option<StdRng>> = (0..n)
             .map(|i| match options.sampling {
                 Sampling::Sample { seed, .. } => {
@@ -162,9 +189,20 @@ impl Model {
         let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); n];
         let mut logprobs: Vec<Vec<f32>> = vec![Vec::new(); n];
         let mut stops: Vec<Option<StopReason>> = vec![None; n];
-        let mut caches: Vec<Option<KvCache>> = vec![None; n];
         // Each step feeds, per running sequence, its pending tokens (first the prompt).
-        let mut pending: Vec<Vec<u32>> = prompts.to_vec();
+        let mut caches: Vec<Option<KvCache>> = Vec::with_capacity(n);
+        let mut pending: Vec<Vec<u32>> = Vec::with_capacity(n);
+        let mut positions: Vec<Option<Vec<u32>>> = Vec::with_capacity(n);
+        for start in starts {
+            if start.tokens.is_empty() {
+                return Err(RuntimeError::InvalidRequest(
+                    "a generation needs at least one prompt token after its cache".into(),
+                ));
+            }
+            caches.push(start.past);
+            pending.push(start.tokens);
+            positions.push(start.positions);
+        }
         if options.max_new_tokens == 0 {
             stops
                 .iter_mut()
@@ -180,6 +218,9 @@ impl Model {
                 .map(|&i| {
                     let mut row =
                         Row::tokens(std::mem::take(&mut pending[i])).with_logits(LogitsAt::Last);
+                    if let Some(p) = positions[i].take() {
+                        row = row.with_positions(p);
+                    }
                     if let Some(c) = caches[i].take() {
                         row = row.with_past(c);
                     }

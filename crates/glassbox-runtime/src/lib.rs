@@ -41,7 +41,7 @@ pub use config::{
 };
 pub use export::EXPORTED_FILES;
 pub use forward::{Logits, LogitsAt, Row, RowInput, RowOutput, TokenScore};
-pub use generate::{GenerateOptions, Generation, Sampling, StopReason};
+pub use generate::{Continuation, GenerateOptions, Generation, Sampling, StopReason};
 pub use glassbox_tokenizer::{ChatMessage, ChatTemplate, Encoding, Tokenizer};
 pub use kv::KvCache;
 pub use mask::AttentionMask;

@@ -5,7 +5,8 @@ mod common;
 use candle_core::{Device, Tensor, Var};
 use common::*;
 use glassbox_runtime::{
-    AttentionMask, Capture, GenerateOptions, Model, Row, RowInput, Sampling, StopReason,
+    AttentionMask, Capture, Continuation, GenerateOptions, LogitsAt, Model, Row, RowInput,
+    Sampling, StopReason,
 };
 
 /// `ln p(target | embeddings)` at the last position, through the fast path.
@@ -155,6 +156,42 @@ fn seeded_sampling_is_reproducible_and_greedy_agrees_with_scoring() {
     for (p, g) in prompts.iter().zip(&batch) {
         assert_eq!(model.generate(p, &options).unwrap().tokens, g.tokens);
     }
+
+    // Generating from a shared prefix's cache equals generating from the whole prompt.
+    let split = prompt.len() - 4;
+    let prefix = model
+        .forward(
+            vec![Row::tokens(prompt[..split].to_vec()).with_logits(LogitsAt::None)],
+            &Capture::kv(),
+        )
+        .unwrap()
+        .remove(0)
+        .kv
+        .unwrap();
+    let starts = vec![
+        Continuation {
+            past: Some(prefix.clone()),
+            tokens: prompt[split..].to_vec(),
+            positions: None,
+        },
+        Continuation {
+            past: Some(prefix),
+            tokens: prompt[split..].to_vec(),
+            positions: Some((split as u32..prompt.len() as u32).collect()),
+        },
+    ];
+    let forked = model.generate_continuations(starts, &options).unwrap();
+    let whole = model.generate(&prompt, &options).unwrap();
+    for g in &forked {
+        assert_eq!(g.tokens, whole.tokens);
+        assert!(max_abs_diff(&g.logprobs, &whole.logprobs) < 1e-4);
+    }
+    let empty = Continuation {
+        past: None,
+        tokens: Vec::new(),
+        positions: None,
+    };
+    assert!(model.generate_continuations(vec![empty], &options).is_err());
 }
 
 #[test]
