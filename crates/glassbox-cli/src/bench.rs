@@ -14,6 +14,32 @@ use crate::input::ModelArgs;
 use crate::progress::steps;
 use crate::{Output, UsageError};
 
+/// `glassbox bench` (the runtime) or `glassbox bench cite`.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct BenchCommand {
+    #[command(subcommand)]
+    what: Option<BenchWhat>,
+    #[command(flatten)]
+    runtime: BenchArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum BenchWhat {
+    /// Passage attribution on the test RAG cases: every method, and the engine against
+    /// evaluating every coalition from scratch.
+    Cite(crate::bench_cite::CiteBenchArgs),
+}
+
+impl BenchCommand {
+    pub(crate) fn run(self, out: &Output) -> anyhow::Result<()> {
+        match self.what {
+            Some(BenchWhat::Cite(args)) => crate::bench_cite::run(args, out),
+            None => run(self.runtime, out),
+        }
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct BenchArgs {
     #[command(flatten)]
@@ -126,7 +152,7 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn cpu_name() -> String {
+pub(crate) fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -138,7 +164,7 @@ fn cpu_name() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-pub(crate) fn run(args: BenchArgs, out: &Output) -> anyhow::Result<()> {
+fn run(args: BenchArgs, out: &Output) -> anyhow::Result<()> {
     if args.prompt_tokens <= args.continuation_tokens || args.batch == 0 || args.repeat == 0 {
         return Err(UsageError(
             "need prompt-tokens > continuation-tokens, and batch and repeat of at least 1".into(),

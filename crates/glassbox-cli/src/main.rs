@@ -5,6 +5,7 @@
 //! while running, 2 a problem with what was given (arguments, files, model names, input text).
 
 mod bench;
+mod bench_cite;
 mod cite;
 mod input;
 mod models;
@@ -54,8 +55,9 @@ enum Command {
         #[arg(value_enum)]
         what: ListWhat,
     },
-    /// Measure prefill, scoring and decode speed and peak memory.
-    Bench(bench::BenchArgs),
+    /// Measure prefill, scoring and decode speed and peak memory (`bench cite`: passage
+    /// attribution on the test RAG cases).
+    Bench(bench::BenchCommand),
 }
 
 #[derive(clap::ValueEnum, Clone, Copy)]
@@ -114,7 +116,7 @@ fn main() -> ExitCode {
         Command::Cite(args) => cite::run(args, &out),
         Command::View(args) => cite::view(args, &out),
         Command::List { what } => list(what, &out),
-        Command::Bench(args) => bench::run(args, &out),
+        Command::Bench(cmd) => cmd.run(&out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
