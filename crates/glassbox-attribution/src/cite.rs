@@ -439,8 +439,9 @@ fn identity(
     method: Method,
     seed: u64,
 ) -> Result<(crate::methods::Estimate, Vec<Target>), AttributionError> {
-    let max_tokens =
-        (answer.len() + IDENTITY_EXTRA_TOKENS).min(MAX_ANSWER_TOKENS.max(answer.len() + 1));
+    let max_tokens = (answer.len() + IDENTITY_EXTRA_TOKENS)
+        .min(MAX_ANSWER_TOKENS)
+        .max(answer.len() + 1);
     let mut game = IdentityGame {
         engine,
         answers: vec![answer.to_vec()],

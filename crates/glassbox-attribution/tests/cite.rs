@@ -1,31 +1,15 @@
 //! `cite` end to end on the default model: the game's axioms hold on real values, sampled
 //! estimators agree with exact Shapley, refinement works, bad input is refused.
 
+mod common;
+
 use std::sync::OnceLock;
+
+use common::model;
 
 use glassbox_attribution::cite::{CiteRequest, CiteTarget, DEFAULT_TEMPLATE, RagTemplate, cite};
 use glassbox_attribution::stats::spearman;
 use glassbox_attribution::{Aggregate, AttributionError, Method, Perturbation};
-use glassbox_models::{Cache, Fetch, ModelFiles, NoProgress, ensure, find_manifest};
-use glassbox_runtime::{LoadOptions, Model};
-
-fn model() -> &'static Model {
-    static MODEL: OnceLock<Model> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let manifest = find_manifest("smollm2-135m-instruct").unwrap();
-        let ModelFiles::Gguf(path) = ensure(
-            &manifest,
-            &Cache::from_env(),
-            Fetch::IfMissing,
-            false,
-            &NoProgress,
-        )
-        .unwrap() else {
-            panic!("a GGUF model")
-        };
-        Model::load_gguf(&path, "smollm2-135m-instruct", LoadOptions::default()).unwrap()
-    })
-}
 
 fn request(method: Method) -> CiteRequest {
     CiteRequest {

@@ -1,33 +1,15 @@
 //! The evaluation engine (memo + prefix trie + KV forks + batching) against evaluating every
 //! coalition's prompt from scratch, on the real default model, for every perturbation.
 
-use std::sync::OnceLock;
+mod common;
 
+use common::model;
 use glassbox_attribution::cite::{DEFAULT_TEMPLATE, RagTemplate};
 use glassbox_attribution::{Coalition, Engine, Perturbation, Segment, SegmentedPrompt};
-use glassbox_models::{Cache, Fetch, ModelFiles, NoProgress, ensure, find_manifest};
-use glassbox_runtime::{ChatMessage, LoadOptions, Model};
+use glassbox_runtime::ChatMessage;
 
 /// The project's bar for fast paths against the naive path (log-probabilities).
 const FAST_PATH_TOLERANCE: f32 = 1e-4;
-
-fn model() -> &'static Model {
-    static MODEL: OnceLock<Model> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let manifest = find_manifest("smollm2-135m-instruct").unwrap();
-        let ModelFiles::Gguf(path) = ensure(
-            &manifest,
-            &Cache::from_env(),
-            Fetch::IfMissing,
-            false,
-            &NoProgress,
-        )
-        .unwrap() else {
-            panic!("a GGUF model")
-        };
-        Model::load_gguf(&path, "smollm2-135m-instruct", LoadOptions::default()).unwrap()
-    })
-}
 
 const PASSAGES: &[&str] = &[
     "The Vellmora lighthouse stands on the northern cape of Saltreach Island.",

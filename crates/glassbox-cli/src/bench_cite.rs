@@ -6,6 +6,7 @@
 //! of 16, as a plain implementation would run it), with the largest difference between its
 //! log-probabilities and the engine's as a correctness check on the numbers being timed.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -167,19 +168,12 @@ pub(crate) fn run(args: CiteBenchArgs, out: &Output) -> anyhow::Result<()> {
         cases.push(case);
     }
     if let Some(limit) = args.limit {
-        let mut seen: Vec<(usize, usize)> = Vec::new();
-        cases.retain(
-            |c| match seen.iter_mut().find(|(p, _)| *p == c.passages.len()) {
-                Some((_, k)) => {
-                    *k += 1;
-                    *k <= limit
-                }
-                None => {
-                    seen.push((c.passages.len(), 1));
-                    limit >= 1
-                }
-            },
-        );
+        let mut seen: HashMap<usize, usize> = HashMap::new();
+        cases.retain(|c| {
+            let k = seen.entry(c.passages.len()).or_default();
+            *k += 1;
+            *k <= limit
+        });
     }
     if cases.is_empty() {
         return Err(UsageError("no cases to run".into()).into());
@@ -194,7 +188,7 @@ pub(crate) fn run(args: CiteBenchArgs, out: &Output) -> anyhow::Result<()> {
     let model = args.model.load()?;
     let bar = crate::progress::steps("benchmarking cite", cases.len() as u64);
     let mut runs = Vec::with_capacity(cases.len());
-    let mut scratch_done: Vec<(usize, usize)> = Vec::new();
+    let mut scratch_done: HashMap<usize, usize> = HashMap::new();
     for case in &cases {
         let exact = cite(&model, &request(case, Method::ExactShapley, args.seed)?)?;
         let e = &exact.attribution;
@@ -204,13 +198,7 @@ pub(crate) fn run(args: CiteBenchArgs, out: &Output) -> anyhow::Result<()> {
             case_runs.push(method_run(&a, e, case.gold));
         }
         let n = case.passages.len();
-        let done = match scratch_done.iter_mut().find(|(p, _)| *p == n) {
-            Some((_, k)) => k,
-            None => {
-                scratch_done.push((n, 0));
-                &mut scratch_done.last_mut().expect("just pushed").1
-            }
-        };
+        let done = scratch_done.entry(n).or_default();
         let scratch = if *done < args.scratch_cases {
             *done += 1;
             Some(scratch(&model, case, args.seed)?)

@@ -187,20 +187,7 @@ pub(crate) fn run(args: CiteArgs, out: &Output) -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    if let Some(path) = &args.html {
-        std::fs::write(path, render_html(&report))
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    if out.json {
-        return out.print_json(&report);
-    }
-    let color = if args.plain {
-        ColorMode::Plain
-    } else {
-        ColorMode::TrueColor
-    };
-    print!("{}", render_terminal(&report, color));
-    Ok(())
+    show(&report, args.html.as_deref(), args.plain, out)
 }
 
 fn run_batch(args: &CiteArgs, batch: &Path, out: &Output) -> anyhow::Result<()> {
@@ -264,18 +251,23 @@ pub(crate) fn view(args: ViewArgs, out: &Output) -> anyhow::Result<()> {
     let text = read_text(&args.result)?;
     let report = CiteReport::from_json(&text)
         .map_err(|e| UsageError(format!("{}: {e}", args.result.display())))?;
-    if let Some(path) = &args.html {
-        std::fs::write(path, render_html(&report))
+    show(&report, args.html.as_deref(), args.plain, out)
+}
+
+/// Writes the HTML report if asked, then prints the report as JSON or terminal text.
+fn show(report: &CiteReport, html: Option<&Path>, plain: bool, out: &Output) -> anyhow::Result<()> {
+    if let Some(path) = html {
+        std::fs::write(path, render_html(report))
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if out.json {
-        return out.print_json(&report);
+        return out.print_json(report);
     }
-    let color = if args.plain {
+    let color = if plain {
         ColorMode::Plain
     } else {
         ColorMode::TrueColor
     };
-    print!("{}", render_terminal(&report, color));
+    print!("{}", render_terminal(report, color));
     Ok(())
 }

@@ -66,20 +66,6 @@ fn share_percents(a: &Attribution, t: usize) -> Vec<f64> {
     a.shares(t).iter().map(|s| 100.0 * s).collect()
 }
 
-fn one_line_prefix(text: &str, width: usize) -> String {
-    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if line.chars().count() <= width {
-        line
-    } else {
-        format!(
-            "{}…",
-            line.chars()
-                .take(width.saturating_sub(1))
-                .collect::<String>()
-        )
-    }
-}
-
 const STYLE: &str = r#"
 body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
 h1 { font-size: 1.4rem; }
@@ -315,7 +301,7 @@ fn ranking_table(out: &mut String, a: &Attribution) {
             escape(&unit.label),
             escape(&score_text(a, 0, u)),
             shares[u],
-            escape(&one_line_prefix(&unit.text, TABLE_TEXT_WIDTH))
+            escape(&crate::terminal::truncated(&unit.text, TABLE_TEXT_WIDTH))
         );
     }
     out.push_str("</tbody></table>");

@@ -58,7 +58,7 @@ fn printable(text: &str) -> String {
 }
 
 /// [`printable`] text cut to `width` characters, marking the cut with `…`.
-fn truncated(text: &str, width: usize) -> String {
+pub(crate) fn truncated(text: &str, width: usize) -> String {
     let line = printable(text);
     if line.chars().count() <= width {
         line
