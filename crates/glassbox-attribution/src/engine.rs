@@ -33,16 +33,28 @@ const MAX_CHUNK: usize = 128;
 /// Rows per batch of the from-scratch path (the batch size of the reference measurements).
 const FROM_SCRATCH_BATCH: usize = 16;
 
-/// A segment as tokens.
-#[derive(Debug, Clone)]
-enum Piece {
+/// A segment of a prompt given as tokens (a text prompt's segments are tokenized into these).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenSegment {
     Fixed(Vec<u32>),
     Unit {
         unit: usize,
         kept: Vec<u32>,
-        /// Tokens standing in for a dropped unit (empty when deleted or blocked).
+        /// Tokens standing in for a dropped unit under [`Perturbation::Placeholder`] (ignored
+        /// when deleted or blocked).
         dropped: Vec<u32>,
     },
+}
+
+/// What the engine reads off the model at the answer's positions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Readout {
+    /// `ln p(answer_j)` at each answer position `j` (only these leave the model).
+    AnswerLogprobs,
+    /// At each answer position `j`: the log-normaliser `ln Σ exp(logits)` followed by the
+    /// logits of `queries[j]` (so log-probabilities, logits, contrasts and label
+    /// probabilities of any listed token follow; `queries.len()` = answer length).
+    Logits(Vec<Vec<u32>>),
 }
 
 /// Counters of the work done.
@@ -91,22 +103,26 @@ impl Node {
 /// Evaluates coalitions of a segmented prompt on a model.
 pub struct Engine<'m> {
     model: &'m Model,
-    prompt: SegmentedPrompt,
+    /// The text prompt, re-rendered and re-tokenized by the from-scratch path; `None` for
+    /// prompts given as tokens, whose units are token ids (deleting a unit drops its ids).
+    prompt: Option<SegmentedPrompt>,
     perturbation: Perturbation,
-    pieces: Vec<Piece>,
+    pieces: Vec<TokenSegment>,
     answer: Vec<u32>,
+    readout: Readout,
     units: usize,
     memo: HashMap<Coalition, Vec<f32>>,
     /// Greedy generations, for the limit in `generation_limit`.
     generated: HashMap<Coalition, Vec<u32>>,
     generation_limit: Option<usize>,
-    /// The fixed text before the first unit, computed once and shared by every chunk.
-    root: Option<(KvCache, u32)>,
+    /// The fixed text before the first unit but its last token, computed once and shared by
+    /// every chunk.
+    root: Option<KvCache>,
     stats: EngineStats,
 }
 
 impl<'m> Engine<'m> {
-    /// Prepares the prompt: tokenizes every segment on its own and checks that, for the
+    /// Prepares a text prompt: tokenizes every segment on its own and checks that, for the
     /// coalitions tested, the pieces concatenate to exactly the tokens of the whole text (so the
     /// engine's inputs are what the from-scratch path would feed the model).
     pub fn new(
@@ -115,17 +131,6 @@ impl<'m> Engine<'m> {
         perturbation: Perturbation,
         answer: Vec<u32>,
     ) -> Result<Self, AttributionError> {
-        if answer.is_empty() {
-            return Err(AttributionError::BadInput(
-                "the answer has no tokens".into(),
-            ));
-        }
-        if !matches!(prompt.segments.last(), Some(Segment::Fixed(t)) if !t.is_empty()) {
-            return Err(AttributionError::BadInput(
-                "the prompt must end with fixed text (the position that predicts the answer)"
-                    .into(),
-            ));
-        }
         let tok = model.tokenizer();
         let encode = |text: &str, bos: bool| -> Result<Vec<u32>, AttributionError> {
             Ok(tok
@@ -137,7 +142,7 @@ impl<'m> Engine<'m> {
         for (k, segment) in prompt.segments.iter().enumerate() {
             let bos = k == 0 && prompt.bos;
             pieces.push(match segment {
-                Segment::Fixed(t) => Piece::Fixed(encode(t, bos)?),
+                Segment::Fixed(t) => TokenSegment::Fixed(encode(t, bos)?),
                 Segment::Unit {
                     unit,
                     kept,
@@ -148,7 +153,7 @@ impl<'m> Engine<'m> {
                             "the prompt must start with fixed text".into(),
                         ));
                     }
-                    Piece::Unit {
+                    TokenSegment::Unit {
                         unit: *unit,
                         kept: encode(kept, false)?,
                         dropped: match perturbation {
@@ -160,21 +165,83 @@ impl<'m> Engine<'m> {
             });
         }
         let units = prompt.units();
-        let engine = Self {
+        let engine = Self::build(model, Some(prompt), pieces, units, perturbation, answer)?;
+        engine.check_separable()?;
+        Ok(engine)
+    }
+
+    /// An engine over a prompt given as tokens: units are runs of token ids, deleted by dropping
+    /// the ids, replaced by their `dropped` ids, or blocked. Units are numbered `0..n` by their
+    /// `unit` fields.
+    pub fn from_tokens(
+        model: &'m Model,
+        pieces: Vec<TokenSegment>,
+        perturbation: Perturbation,
+        answer: Vec<u32>,
+    ) -> Result<Self, AttributionError> {
+        let units = pieces
+            .iter()
+            .filter_map(|p| match p {
+                TokenSegment::Unit { unit, .. } => Some(unit + 1),
+                TokenSegment::Fixed(_) => None,
+            })
+            .max()
+            .unwrap_or(0);
+        Self::build(model, None, pieces, units, perturbation, answer)
+    }
+
+    fn build(
+        model: &'m Model,
+        prompt: Option<SegmentedPrompt>,
+        pieces: Vec<TokenSegment>,
+        units: usize,
+        perturbation: Perturbation,
+        answer: Vec<u32>,
+    ) -> Result<Self, AttributionError> {
+        if answer.is_empty() {
+            return Err(AttributionError::BadInput(
+                "the answer has no tokens".into(),
+            ));
+        }
+        // Every coalition's prompt, even the empty one, needs a position that predicts the
+        // answer's first token.
+        if !matches!(pieces.first(), Some(TokenSegment::Fixed(t)) if !t.is_empty()) {
+            return Err(AttributionError::BadInput(
+                "the prompt must start with fixed tokens (e.g. BOS or a chat header), so that \
+                 removing every unit leaves a position that predicts the answer"
+                    .into(),
+            ));
+        }
+        Ok(Self {
             model,
             prompt,
             perturbation,
             pieces,
             answer,
+            readout: Readout::AnswerLogprobs,
             units,
             memo: HashMap::new(),
             generated: HashMap::new(),
             generation_limit: None,
             root: None,
             stats: EngineStats::default(),
-        };
-        engine.check_separable()?;
-        Ok(engine)
+        })
+    }
+
+    /// Reads `readout` instead of the answer's log-probabilities (set before evaluating).
+    pub fn with_readout(mut self, readout: Readout) -> Result<Self, AttributionError> {
+        if let Readout::Logits(queries) = &readout
+            && queries.len() != self.answer.len()
+        {
+            return Err(AttributionError::BadInput(format!(
+                "{} query lists for an answer of {} tokens",
+                queries.len(),
+                self.answer.len()
+            )));
+        }
+        self.memo.clear();
+        self.readout = readout;
+        Ok(self)
     }
 
     pub fn units(&self) -> usize {
@@ -198,8 +265,8 @@ impl<'m> Engine<'m> {
         let mut out = Vec::new();
         for p in &self.pieces {
             match p {
-                Piece::Fixed(t) => out.extend_from_slice(t),
-                Piece::Unit {
+                TokenSegment::Fixed(t) => out.extend_from_slice(t),
+                TokenSegment::Unit {
                     unit,
                     kept,
                     dropped,
@@ -215,13 +282,16 @@ impl<'m> Engine<'m> {
         out
     }
 
-    /// Whole-text tokens of a coalition's prompt.
+    /// Whole-text tokens of a coalition's prompt (token prompts: the assembled tokens).
     fn whole(&self, c: &Coalition) -> Result<Vec<u32>, AttributionError> {
-        let text = self.prompt.render(c, &self.perturbation);
+        let Some(prompt) = &self.prompt else {
+            return Ok(self.assembled(c));
+        };
+        let text = prompt.render(c, &self.perturbation);
         Ok(self
             .model
             .tokenizer()
-            .encode(&text, self.prompt.bos)
+            .encode(&text, prompt.bos)
             .map_err(glassbox_runtime::RuntimeError::from)?
             .ids)
     }
@@ -247,8 +317,9 @@ impl<'m> Engine<'m> {
         Ok(())
     }
 
-    /// Per-answer-token log-probabilities for each coalition (memoized).
-    pub fn logprobs(
+    /// What the [`Readout`] asks for, for each coalition (memoized): by default the answer's
+    /// per-token log-probabilities.
+    pub fn readouts(
         &mut self,
         coalitions: &[Coalition],
     ) -> Result<Vec<Vec<f32>>, AttributionError> {
@@ -371,71 +442,72 @@ impl<'m> Engine<'m> {
         Ok(())
     }
 
-    /// Coalitions per chunk so the caches of a chunk fit [`KV_BUDGET_BYTES`] (a power of two,
-    /// so chunks of a sorted enumeration align with the trie's top branches).
+    /// Coalitions per chunk so the caches of a chunk (and the logits a [`Readout::Logits`]
+    /// holds) fit [`KV_BUDGET_BYTES`] (a power of two, so chunks of a sorted enumeration align
+    /// with the trie's top branches).
     fn chunk_size(&self, extra: usize) -> usize {
         let cfg = self.model.config();
         let per_token = cfg.num_layers * 2 * cfg.kv_width() * 4;
         let prompt = self.assembled(&Coalition::full(self.units)).len() + extra;
-        let fit = (KV_BUDGET_BYTES / (per_token * prompt).max(1)).clamp(1, MAX_CHUNK);
+        let logits = match self.readout {
+            Readout::AnswerLogprobs => 0,
+            Readout::Logits(_) => self.answer.len() * cfg.vocab_size * 4,
+        };
+        let fit = (KV_BUDGET_BYTES / (per_token * prompt + logits).max(1)).clamp(1, MAX_CHUNK);
         1 << fit.ilog2()
     }
 
-    /// The cache of the fixed text before the first unit (computed once per engine).
-    fn root(&mut self) -> Result<(Option<KvCache>, u32), AttributionError> {
-        let head: Vec<u32> = self
+    /// The trie's root: the fixed tokens before the first unit, all but the last run once per
+    /// engine (the last stays pending, see [`Engine::flush`]).
+    fn root(&mut self) -> Result<(Node, usize), AttributionError> {
+        let fixed = self
             .pieces
             .iter()
-            .map_while(|p| match p {
-                Piece::Fixed(t) => Some(t.clone()),
-                Piece::Unit { .. } => None,
+            .take_while(|p| matches!(p, TokenSegment::Fixed(_)))
+            .count();
+        let head: Vec<u32> = self.pieces[..fixed]
+            .iter()
+            .flat_map(|p| match p {
+                TokenSegment::Fixed(t) => t.clone(),
+                TokenSegment::Unit { .. } => Vec::new(),
             })
-            .flatten()
             .collect();
-        if self.units == 0 || head.is_empty() {
-            return Ok((None, 0));
-        }
-        if self.root.is_none() {
+        let (run, last) = head.split_at(head.len() - 1);
+        if self.root.is_none() && !run.is_empty() {
             let out = self
                 .model
                 .forward(
-                    vec![Row::tokens(head.clone()).with_logits(LogitsAt::None)],
+                    vec![Row::tokens(run.to_vec()).with_logits(LogitsAt::None)],
                     &Capture::kv(),
                 )?
                 .remove(0);
             self.stats.forward_passes += 1;
-            self.stats.tokens += head.len();
-            self.root = Some((out.kv.expect("asked for the cache"), head.len() as u32));
+            self.stats.tokens += run.len();
+            self.root = Some(out.kv.expect("asked for the cache"));
         }
-        let (cache, next) = self.root.clone().expect("just set");
-        Ok((Some(cache), next))
+        let mut node = Node {
+            cache: self.root.clone(),
+            pending: Vec::new(),
+            positions: Vec::new(),
+            next_position: run.len() as u32,
+            members: Vec::new(),
+        };
+        node.extend(last);
+        Ok((node, fixed))
     }
 
     /// Walks a chunk of coalitions down the prefix trie, running shared prefixes once, and
     /// returns the leaves: one per coalition, each holding its cache and the tokens after its
     /// last divergence (not yet run).
     fn leaves(&mut self, coalitions: &[Coalition]) -> Result<Vec<Node>, AttributionError> {
-        let (root_cache, root_next) = self.root()?;
-        let skip = if root_cache.is_some() {
-            self.pieces
-                .iter()
-                .take_while(|p| matches!(p, Piece::Fixed(_)))
-                .count()
-        } else {
-            0
-        };
-        let mut frontier = vec![Node {
-            cache: root_cache,
-            pending: Vec::new(),
-            positions: Vec::new(),
-            next_position: root_next,
-            members: (0..coalitions.len()).collect(),
-        }];
+        let (mut root, skip) = self.root()?;
+        root.members = (0..coalitions.len()).collect();
+        let mut frontier = vec![root];
         let pieces = self.pieces[skip..].to_vec();
         for piece in &pieces {
             match piece {
-                Piece::Fixed(tokens) => frontier.iter_mut().for_each(|n| n.extend(tokens)),
-                Piece::Unit {
+                TokenSegment::Fixed(tokens) => frontier.iter_mut().for_each(|n| n.extend(tokens)),
+                TokenSegment::Unit {
                     unit,
                     kept,
                     dropped,
@@ -451,7 +523,7 @@ impl<'m> Engine<'m> {
                                 .iter()
                                 .filter(|&&m| coalitions[m].contains(*unit))
                                 .count();
-                            inside > 0 && inside < n.members.len() && !n.pending.is_empty()
+                            inside > 0 && inside < n.members.len() && n.pending.len() > 1
                         })
                         .map(|(i, _)| i)
                         .collect();
@@ -497,20 +569,15 @@ impl<'m> Engine<'m> {
         coalitions: &[Coalition],
     ) -> Result<Vec<Vec<f32>>, AttributionError> {
         let frontier = self.leaves(coalitions)?;
-        // Leaves: one coalition each; pending tokens plus the answer, scored in one batch.
+        // Leaves: one coalition each; pending tokens plus the answer, read in one batch.
         let m = self.answer.len();
         let mut rows = Vec::with_capacity(frontier.len());
         for node in &frontier {
-            let mut tokens = node.pending.clone();
             let mut positions = node.positions.clone();
-            let first = tokens.len() - 1;
-            tokens.extend_from_slice(&self.answer[..m - 1]);
             positions.extend(node.next_position..node.next_position + m as u32 - 1);
-            self.stats.tokens += tokens.len();
-            let mut row = Row::tokens(tokens)
-                .with_positions(positions)
-                .with_logits(LogitsAt::Range(first..first + m))
-                .with_score(self.answer.clone());
+            let (tokens, row) = self.answer_row(node.pending.clone());
+            self.stats.tokens += tokens;
+            let mut row = row.with_positions(positions);
             if let Some(cache) = &node.cache {
                 row = row.with_past(cache.clone());
             }
@@ -520,13 +587,52 @@ impl<'m> Engine<'m> {
         self.stats.forward_passes += 1;
         let mut values = vec![Vec::new(); coalitions.len()];
         for (node, out) in frontier.iter().zip(outputs) {
-            let scores = out.scores.expect("rows asked for scores");
-            values[node.members[0]] = scores.iter().map(|s| s.logprob).collect();
+            values[node.members[0]] = self.read(out);
         }
         Ok(values)
     }
 
-    /// Runs the pending tokens of the given frontier nodes in one batched forward.
+    /// A row running `context` (at least one token) then the answer, asking for what the
+    /// readout needs at the answer's positions; also returns the row's length.
+    fn answer_row(&self, context: Vec<u32>) -> (usize, Row) {
+        let m = self.answer.len();
+        let first = context.len() - 1;
+        let mut tokens = context;
+        tokens.extend_from_slice(&self.answer[..m - 1]);
+        let len = tokens.len();
+        let row = Row::tokens(tokens).with_logits(LogitsAt::Range(first..first + m));
+        let row = match self.readout {
+            Readout::AnswerLogprobs => row.with_score(self.answer.clone()),
+            Readout::Logits(_) => row,
+        };
+        (len, row)
+    }
+
+    /// The readout of an answer row's output (see [`Readout`]).
+    fn read(&self, out: glassbox_runtime::RowOutput) -> Vec<f32> {
+        match &self.readout {
+            Readout::AnswerLogprobs => out
+                .scores
+                .expect("rows asked for scores")
+                .iter()
+                .map(|s| s.logprob)
+                .collect(),
+            Readout::Logits(queries) => {
+                let logits = out.logits.expect("rows asked for logits");
+                let mut values = Vec::new();
+                for (j, q) in queries.iter().enumerate() {
+                    let row = logits.at(j);
+                    values.push(log_sum_exp(row));
+                    values.extend(q.iter().map(|&t| row[t as usize]));
+                }
+                values
+            }
+        }
+    }
+
+    /// Runs the pending tokens of the given frontier nodes in one batched forward, all but the
+    /// last: a node always keeps one token pending, so every leaf (even one whose coalition
+    /// adds nothing after its last divergence) has a position that predicts the answer.
     fn flush(&mut self, frontier: &mut [Node], which: &[usize]) -> Result<(), AttributionError> {
         if which.is_empty() {
             return Ok(());
@@ -535,9 +641,10 @@ impl<'m> Engine<'m> {
             .iter()
             .map(|&i| {
                 let n = &frontier[i];
-                self.stats.tokens += n.pending.len();
-                let mut row = Row::tokens(n.pending.clone())
-                    .with_positions(n.positions.clone())
+                let run = n.pending.len() - 1;
+                self.stats.tokens += run;
+                let mut row = Row::tokens(n.pending[..run].to_vec())
+                    .with_positions(n.positions[..run].to_vec())
                     .with_logits(LogitsAt::None);
                 if let Some(c) = &n.cache {
                     row = row.with_past(c.clone());
@@ -550,8 +657,9 @@ impl<'m> Engine<'m> {
         for (&i, out) in which.iter().zip(outputs) {
             let node = &mut frontier[i];
             node.cache = out.kv;
-            node.pending.clear();
-            node.positions.clear();
+            let run = node.pending.len() - 1;
+            node.pending.drain(..run);
+            node.positions.drain(..run);
         }
         Ok(())
     }
@@ -565,19 +673,12 @@ impl<'m> Engine<'m> {
     ) -> Result<(Vec<Vec<f32>>, EngineStats), AttributionError> {
         let start = Instant::now();
         let mut stats = EngineStats::default();
-        let m = self.answer.len();
         let mut values = Vec::with_capacity(coalitions.len());
         for batch in coalitions.chunks(FROM_SCRATCH_BATCH) {
             let mut rows = Vec::with_capacity(batch.len());
             for c in batch {
-                let context = self.whole(c)?;
-                let first = context.len() - 1;
-                let mut tokens = context;
-                tokens.extend_from_slice(&self.answer[..m - 1]);
-                stats.tokens += tokens.len();
-                let mut row = Row::tokens(tokens)
-                    .with_logits(LogitsAt::Range(first..first + m))
-                    .with_score(self.answer.clone());
+                let (tokens, mut row) = self.answer_row(self.whole(c)?);
+                stats.tokens += tokens;
                 if self.perturbation == Perturbation::AttentionBlock {
                     row = row.with_mask(self.blocking_mask(c));
                 }
@@ -585,10 +686,7 @@ impl<'m> Engine<'m> {
             }
             let outputs = self.model.forward(rows, &Capture::none())?;
             stats.forward_passes += 1;
-            for out in outputs {
-                let scores = out.scores.expect("rows asked for scores");
-                values.push(scores.iter().map(|s| s.logprob).collect());
-            }
+            values.extend(outputs.into_iter().map(|out| self.read(out)));
         }
         stats.evaluations = coalitions.len();
         stats.tokens_from_scratch = stats.tokens;
@@ -636,8 +734,8 @@ impl<'m> Engine<'m> {
         let mut at = 0;
         for p in &self.pieces {
             match p {
-                Piece::Fixed(t) => at += t.len(),
-                Piece::Unit { unit, kept, .. } => {
+                TokenSegment::Fixed(t) => at += t.len(),
+                TokenSegment::Unit { unit, kept, .. } => {
                     if !c.contains(*unit) {
                         mask = mask.hide(at..at + kept.len());
                     }
@@ -647,6 +745,13 @@ impl<'m> Engine<'m> {
         }
         mask
     }
+}
+
+/// `ln Σ exp(x)`, stably, in f64.
+fn log_sum_exp(x: &[f32]) -> f32 {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = x.iter().map(|&v| ((v - max) as f64).exp()).sum();
+    (max as f64 + sum.ln()) as f32
 }
 
 /// How the answer's token log-probabilities become the headline value.
@@ -688,7 +793,7 @@ impl crate::Game for AnswerGame<'_, '_> {
         let aggregate = self.aggregate;
         Ok(self
             .engine
-            .logprobs(coalitions)?
+            .readouts(coalitions)?
             .into_iter()
             .map(|lp| {
                 let total: f64 = lp.iter().map(|&x| x as f64).sum();

@@ -19,7 +19,7 @@ mod prompt;
 pub mod stats;
 
 pub use coalition::Coalition;
-pub use engine::{Aggregate, AnswerGame, Engine, EngineStats, IdentityGame};
+pub use engine::{Aggregate, AnswerGame, Engine, EngineStats, IdentityGame, Readout, TokenSegment};
 pub use game::{FnGame, Game};
 pub use methods::{Estimate, METHODS, Method, estimate};
 pub use prompt::{PERTURBATIONS, Perturbation, Segment, SegmentedPrompt};

@@ -83,7 +83,7 @@ fn engine_equals_from_scratch_for_every_perturbation() {
     ] {
         let mut engine = Engine::new(model(), prompt(), perturbation.clone(), answer()).unwrap();
         let coalitions = all_coalitions(n);
-        let fast = engine.logprobs(&coalitions).unwrap();
+        let fast = engine.readouts(&coalitions).unwrap();
         let (slow, scratch) = engine.from_scratch(&coalitions).unwrap();
         let mut worst = 0f32;
         for (a, b) in fast.iter().zip(&slow) {
@@ -119,7 +119,7 @@ fn engine_equals_from_scratch_for_every_perturbation() {
         // Memoized: asking again costs nothing.
         let before = engine.stats().tokens;
         assert_eq!(
-            engine.logprobs(&coalitions[..5]).unwrap(),
+            engine.readouts(&coalitions[..5]).unwrap(),
             fast[..5].to_vec()
         );
         assert_eq!(engine.stats().tokens, before);

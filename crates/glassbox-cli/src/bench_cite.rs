@@ -136,7 +136,7 @@ fn scratch(model: &glassbox::Model, case: &Case, seed: u64) -> anyhow::Result<Sc
         Perturbation::Delete,
         prepared.answer,
     )?;
-    let fast = engine.logprobs(&all)?;
+    let fast = engine.readouts(&all)?;
     let start = Instant::now();
     let (slow, stats) = engine.from_scratch(&all)?;
     let seconds = start.elapsed().as_secs_f64();
