@@ -141,7 +141,7 @@ impl CiteRequest {
 }
 
 /// The chat text around the user message: `(before, after)`.
-fn chat_frame(
+pub(crate) fn chat_frame(
     model: &Model,
     system: Option<&str>,
 ) -> Result<(String, String, bool), AttributionError> {

@@ -212,6 +212,18 @@ impl<'m> Engine<'m> {
                     .into(),
             ));
         }
+        // Under attention blocking a dropped unit's tokens still run; if one ended the prompt
+        // it would itself predict the answer, and nothing would be blocked.
+        if perturbation == Perturbation::AttentionBlock
+            && matches!(pieces.last(), Some(TokenSegment::Unit { .. }))
+        {
+            return Err(AttributionError::BadInput(
+                "attention blocking needs fixed text after the last unit (the position that predicts \
+                 the answer must not be a unit's); use the delete or placeholder perturbation, or a \
+                 chat prompt"
+                    .into(),
+            ));
+        }
         Ok(Self {
             model,
             prompt,
@@ -273,7 +285,7 @@ impl<'m> Engine<'m> {
                 } => {
                     if c.contains(*unit) || self.perturbation == Perturbation::AttentionBlock {
                         out.extend_from_slice(kept);
-                    } else {
+                    } else if self.perturbation == Perturbation::Placeholder {
                         out.extend_from_slice(dropped);
                     }
                 }
@@ -545,9 +557,8 @@ impl<'m> Engine<'m> {
                                 Perturbation::AttentionBlock => {
                                     child.next_position += kept.len() as u32
                                 }
-                                Perturbation::Delete | Perturbation::Placeholder => {
-                                    child.extend(dropped)
-                                }
+                                Perturbation::Delete => {}
+                                Perturbation::Placeholder => child.extend(dropped),
                             }
                             next.push(child);
                         }

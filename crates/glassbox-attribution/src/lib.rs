@@ -9,6 +9,7 @@
 //!   ContextCite-style surrogate, each asking a game for values and nothing else;
 //! - the evaluation engine answers for a real model (memoized, prefix sharing, batched).
 
+pub mod attribute;
 pub mod cite;
 mod coalition;
 mod engine;

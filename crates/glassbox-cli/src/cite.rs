@@ -1,5 +1,4 @@
-//! `glassbox cite`: which passages did the answer come from? And `glassbox view` to re-render
-//! a saved result.
+//! `glassbox cite`: which passages did the answer come from?
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -231,31 +230,13 @@ fn run_batch(args: &CiteArgs, batch: &Path, out: &Output) -> anyhow::Result<()> 
     Ok(())
 }
 
-#[derive(Args)]
-pub(crate) struct ViewArgs {
-    /// A saved `glassbox cite --output` result.
-    result: PathBuf,
-    /// Write a self-contained HTML report here.
-    #[arg(long)]
-    html: Option<PathBuf>,
-    #[arg(long)]
-    force: bool,
-    #[arg(long)]
-    plain: bool,
-}
-
-pub(crate) fn view(args: ViewArgs, out: &Output) -> anyhow::Result<()> {
-    if let Some(path) = &args.html {
-        check_output(path, args.force)?;
-    }
-    let text = read_text(&args.result)?;
-    let report = CiteReport::from_json(&text)
-        .map_err(|e| UsageError(format!("{}: {e}", args.result.display())))?;
-    show(&report, args.html.as_deref(), args.plain, out)
-}
-
 /// Writes the HTML report if asked, then prints the report as JSON or terminal text.
-fn show(report: &CiteReport, html: Option<&Path>, plain: bool, out: &Output) -> anyhow::Result<()> {
+pub(crate) fn show(
+    report: &CiteReport,
+    html: Option<&Path>,
+    plain: bool,
+    out: &Output,
+) -> anyhow::Result<()> {
     if let Some(path) = html {
         std::fs::write(path, render_html(report))
             .with_context(|| format!("writing {}", path.display()))?;

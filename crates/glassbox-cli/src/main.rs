@@ -4,6 +4,7 @@
 //! either text for people or JSON (`--json`) for programs. Exit codes: 0 success, 1 a failure
 //! while running, 2 a problem with what was given (arguments, files, model names, input text).
 
+mod attribute;
 mod bench;
 mod bench_cite;
 mod cite;
@@ -11,6 +12,7 @@ mod input;
 mod models;
 mod progress;
 mod run;
+mod view;
 
 use std::process::ExitCode;
 
@@ -48,9 +50,15 @@ enum Command {
     Inspect(run::InspectArgs),
     /// Which passages did an answer come from? Shapley values and friends over passages.
     Cite(cite::CiteArgs),
+    /// Which input tokens, words or sentences drove a prediction or a continuation? Occlusion,
+    /// LIME, Shapley, gradients, integrated gradients, attention; heatmaps.
+    Attribute(attribute::AttributeArgs),
+    /// `attribute` over a JSONL file of examples, one JSON result per line.
+    AttributeDataset(attribute::DatasetArgs),
     /// Re-render a saved result (terminal or HTML).
-    View(cite::ViewArgs),
-    /// List methods, perturbations or capture points, with one-line descriptions.
+    View(view::ViewArgs),
+    /// List methods, targets, units, perturbations or capture points, with one-line
+    /// descriptions.
     List {
         #[arg(value_enum)]
         what: ListWhat,
@@ -63,6 +71,8 @@ enum Command {
 #[derive(clap::ValueEnum, Clone, Copy)]
 enum ListWhat {
     Methods,
+    Targets,
+    Units,
     Perturbations,
     Hooks,
 }
@@ -114,7 +124,9 @@ fn main() -> ExitCode {
         Command::Score(args) => run::score(args, &out),
         Command::Inspect(args) => run::inspect(args, &out),
         Command::Cite(args) => cite::run(args, &out),
-        Command::View(args) => cite::view(args, &out),
+        Command::Attribute(args) => attribute::run(args, &out),
+        Command::AttributeDataset(args) => attribute::run_dataset(args, &out),
+        Command::View(args) => view::view(args, &out),
         Command::List { what } => list(what, &out),
         Command::Bench(cmd) => cmd.run(&out),
     };
@@ -129,10 +141,17 @@ fn main() -> ExitCode {
 
 /// Prints a registry (name and description of each entry).
 fn list(what: ListWhat, out: &Output) -> anyhow::Result<()> {
-    let entries: &[(&str, &str)] = match what {
-        ListWhat::Methods => glassbox::attribution::METHODS,
-        ListWhat::Perturbations => glassbox::attribution::PERTURBATIONS,
-        ListWhat::Hooks => glassbox::runtime::HOOK_NAMES,
+    use glassbox::attribution::attribute::{MODEL_METHODS, TARGET_KINDS, UNIT_LEVELS};
+    let entries: Vec<(&str, &str)> = match what {
+        ListWhat::Methods => glassbox::attribution::METHODS
+            .iter()
+            .chain(MODEL_METHODS)
+            .copied()
+            .collect(),
+        ListWhat::Targets => TARGET_KINDS.to_vec(),
+        ListWhat::Units => UNIT_LEVELS.to_vec(),
+        ListWhat::Perturbations => glassbox::attribution::PERTURBATIONS.to_vec(),
+        ListWhat::Hooks => glassbox::runtime::HOOK_NAMES.to_vec(),
     };
     if out.json {
         let map: serde_json::Map<String, serde_json::Value> = entries
@@ -141,7 +160,7 @@ fn list(what: ListWhat, out: &Output) -> anyhow::Result<()> {
             .collect();
         return out.print_json(&map);
     }
-    for (name, description) in entries {
+    for (name, description) in &entries {
         println!("{name:<24} {description}");
     }
     Ok(())

@@ -1,18 +1,23 @@
 //! Glassbox's result schema and its renderings.
 //!
-//! Results are plain, versioned data ([`Attribution`], [`CiteReport`]) so they can be saved,
+//! Results are plain, versioned data ([`Attribution`], [`CiteReport`], [`AttributeReport`]) so
+//! they can be saved,
 //! compared and re-rendered without the model. Renderings are views over that data: a
 //! terminal view with 24-bit colour (or plain text) and a self-contained HTML page.
 
+mod heatmap;
 mod html;
 mod schema;
 mod terminal;
 #[cfg(test)]
 mod testing;
+mod verbalize;
 
+pub use heatmap::{HeatmapView, render_attribute_html, render_attribute_terminal};
 pub use html::render_html;
 pub use schema::{
-    ATTRIBUTION_SCHEMA, AnswerToken, Attribution, CITE_SCHEMA, CiteReport, Cost, MethodInfo,
-    Refinement, SchemaError, Target, Unit,
+    ATTRIBUTE_SCHEMA, ATTRIBUTION_SCHEMA, Aggregation, AnswerToken, AttributeReport, Attribution,
+    CITE_SCHEMA, CiteReport, Cost, MethodInfo, Refinement, SchemaError, Target, Unit, ViewSettings,
 };
 pub use terminal::{ColorMode, render_terminal};
+pub use verbalize::{describe_target, verbalize};

@@ -6,12 +6,16 @@
 //! ranks, merging units) happens when viewing, so a saved result can be re-rendered later.
 //! The JSON carries a `schema` version string; readers reject versions they do not know.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Version tag of [`Attribution`] JSON.
 pub const ATTRIBUTION_SCHEMA: &str = "glassbox.attribution/1";
 /// Version tag of [`CiteReport`] JSON.
 pub const CITE_SCHEMA: &str = "glassbox.cite/1";
+/// Version tag of [`AttributeReport`] JSON.
+pub const ATTRIBUTE_SCHEMA: &str = "glassbox.attribute/1";
 
 /// A unit of the input that attributions are given to (a passage, sentence, word or token).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,6 +117,153 @@ pub struct CiteReport {
     /// targets are present they follow, one per answer token.
     pub attribution: Attribution,
     pub refinements: Vec<Refinement>,
+}
+
+/// How finer scores combine into a coarser unit's score when a result is viewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregation {
+    /// Sum (additive methods: a word's Shapley value or gradient × input is its tokens' sum).
+    Sum,
+    Mean,
+    /// The score of largest magnitude, sign kept.
+    AbsMax,
+}
+
+impl Aggregation {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "sum" => Some(Aggregation::Sum),
+            "mean" => Some(Aggregation::Mean),
+            "absmax" => Some(Aggregation::AbsMax),
+            _ => None,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Aggregation::Sum => "sum",
+            Aggregation::Mean => "mean",
+            Aggregation::AbsMax => "absmax",
+        }
+    }
+
+    fn combine(&self, scores: &[f64]) -> f64 {
+        match self {
+            Aggregation::Sum => scores.iter().sum(),
+            Aggregation::Mean => scores.iter().sum::<f64>() / scores.len().max(1) as f64,
+            Aggregation::AbsMax => scores
+                .iter()
+                .copied()
+                .fold(0.0, |best, s| if s.abs() > best.abs() { s } else { best }),
+        }
+    }
+}
+
+/// How a result is shown unless the viewer says otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewSettings {
+    /// `token`, `word`, `sentence` (or `span` for custom spans).
+    pub unit: String,
+    pub aggregate: Aggregation,
+}
+
+/// The result of `glassbox attribute`: which parts of an input drove the model's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttributeReport {
+    pub schema: String,
+    /// The user's text, as given.
+    pub input: String,
+    /// `raw` (the text as the prompt) or `chat` (the text as the user turn of the chat
+    /// template).
+    pub prompt_format: String,
+    /// The output the targets are about.
+    pub answer: String,
+    pub answer_tokens: Vec<AnswerToken>,
+    /// `given` (teacher-forced), `generated` (greedy) or `predicted` (the next token).
+    pub answer_source: String,
+    /// The input's units at every level (`token`, `word`, `sentence`), with character spans,
+    /// so scores can be regrouped when viewed.
+    pub levels: BTreeMap<String, Vec<Unit>>,
+    /// Scores at the level the method ran on (gradient and attention methods: tokens).
+    pub attribution: Attribution,
+    pub view: ViewSettings,
+}
+
+impl AttributeReport {
+    /// Parses a saved report, checking its schema version and shapes.
+    pub fn from_json(text: &str) -> Result<Self, SchemaError> {
+        let report: AttributeReport =
+            serde_json::from_str(text).map_err(|e| SchemaError::Json(e.to_string()))?;
+        if report.schema != ATTRIBUTE_SCHEMA || report.attribution.schema != ATTRIBUTION_SCHEMA {
+            return Err(SchemaError::Version {
+                found: format!("{} / {}", report.schema, report.attribution.schema),
+                supported: format!("{ATTRIBUTE_SCHEMA} / {ATTRIBUTION_SCHEMA}"),
+            });
+        }
+        report
+            .attribution
+            .check_shape()
+            .map_err(SchemaError::Shape)?;
+        Ok(report)
+    }
+
+    /// The attribution regrouped to `unit` (a level at least as coarse as the computed one),
+    /// combining scores with `how`. Standard errors do not survive regrouping (the estimates
+    /// of units are correlated) and are dropped.
+    pub fn regrouped(&self, unit: &str, how: Aggregation) -> Result<Attribution, SchemaError> {
+        let a = &self.attribution;
+        let computed = a.units.first().map_or("token", |u| u.level.as_str());
+        if unit == computed {
+            return Ok(a.clone());
+        }
+        const ORDER: [&str; 3] = ["token", "word", "sentence"];
+        let rank = |l: &str| ORDER.iter().position(|&o| o == l);
+        let groups = match (rank(computed), rank(unit), self.levels.get(unit)) {
+            (Some(from), Some(to), Some(groups)) if from < to => groups,
+            _ => {
+                return Err(SchemaError::Shape(format!(
+                    "scores computed per {computed} cannot be shown per {unit}: choose {computed}                      or a coarser level of token < word < sentence"
+                )));
+            }
+        };
+        let owner: Vec<Option<usize>> = a
+            .units
+            .iter()
+            .map(|u| {
+                let start = u.span?.0;
+                groups
+                    .iter()
+                    .position(|g| g.span.is_some_and(|(x, y)| x <= start && start < y))
+            })
+            .collect();
+        let kept: Vec<usize> = (0..groups.len())
+            .filter(|g| owner.contains(&Some(*g)))
+            .collect();
+        let scores = a
+            .scores
+            .iter()
+            .map(|row| {
+                kept.iter()
+                    .map(|&g| {
+                        let members: Vec<f64> = row
+                            .iter()
+                            .zip(&owner)
+                            .filter(|(_, o)| **o == Some(g))
+                            .map(|(s, _)| *s)
+                            .collect();
+                        how.combine(&members)
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Attribution {
+            units: kept.iter().map(|&g| groups[g].clone()).collect(),
+            scores,
+            std_errors: None,
+            ..a.clone()
+        })
+    }
 }
 
 /// Errors of reading results.

@@ -82,15 +82,36 @@ pub(super) fn banzhaf(game: &mut dyn Game) -> Result<Estimate, AttributionError>
 
 /// `v(N) - v(N \ i)`: n + 2 evaluations.
 pub(super) fn leave_one_out(game: &mut dyn Game) -> Result<Estimate, AttributionError> {
+    occlusion(game, &[1])
+}
+
+/// Sliding-window occlusion: for each window size `w` in `sizes`, every run of `w` adjacent
+/// units is removed (`Δ = v(N) - v(N \ run)`, sign kept) and a unit scores the mean `Δ` of the
+/// runs covering it; scores are averaged over the sizes. Size 1 alone is leave-one-out.
+pub(super) fn occlusion(
+    game: &mut dyn Game,
+    sizes: &[usize],
+) -> Result<Estimate, AttributionError> {
     let (n, dims) = (game.players(), game.dims());
     let (full, empty) = full_and_empty(game)?;
     let all = Coalition::full(n);
-    let without: Vec<Coalition> = (0..n).map(|i| all.without(i)).collect();
-    let values = game.values(&without)?;
     let mut scores = zeros(dims, n);
-    for (i, v) in values.iter().enumerate() {
-        for d in 0..dims {
-            scores[d][i] = full[d] - v[d];
+    for &w in sizes {
+        let w = w.clamp(1, n);
+        let runs: Vec<Coalition> = (0..=n - w)
+            .map(|start| (start..start + w).fold(all.clone(), |c, i| c.without(i)))
+            .collect();
+        let values = game.values(&runs)?;
+        for (d, row) in scores.iter_mut().enumerate() {
+            for (i, score) in row.iter_mut().enumerate() {
+                let covering = i.saturating_sub(w - 1)..=i.min(n - w);
+                let count = covering.clone().count() as f64;
+                let mean_delta: f64 = covering
+                    .map(|start| full[d] - values[start][d])
+                    .sum::<f64>()
+                    / count;
+                *score += mean_delta / sizes.len() as f64;
+            }
         }
     }
     Ok(Estimate {

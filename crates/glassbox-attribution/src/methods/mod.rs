@@ -1,5 +1,6 @@
 //! Attribution methods over a [`Game`]: exact and sampled Shapley values, Banzhaf values,
-//! leave-one-out, KernelSHAP and a ContextCite-style sparse linear surrogate.
+//! leave-one-out and n-gram occlusion, KernelSHAP, LIME and a ContextCite-style sparse linear
+//! surrogate.
 //!
 //! Methods are named and described in one registry ([`METHODS`]) so the CLI can list them and
 //! report exactly what ran. Every sampled method takes a seed; the same seed gives the same
@@ -7,6 +8,7 @@
 
 mod exact;
 mod kernel;
+mod lime;
 mod sampling;
 mod surrogate;
 
@@ -28,6 +30,8 @@ pub const DEFAULT_SURROGATE_SAMPLES: usize = 64;
 pub const SURROGATE_HOLDOUT: usize = 32;
 /// Coalitions of sampled Banzhaf (maximum sample reuse) when the exact one is too large.
 pub const DEFAULT_BANZHAF_SAMPLES: usize = 256;
+/// Random coalitions LIME fits when not given.
+pub const DEFAULT_LIME_SAMPLES: usize = 256;
 /// Bootstrap resamples behind the standard errors of regression-based estimates.
 pub const BOOTSTRAP_RESAMPLES: usize = 200;
 
@@ -45,6 +49,12 @@ pub enum Method {
     Banzhaf { samples: usize },
     /// Value with everything minus value without the unit.
     LeaveOneOut,
+    /// Sliding-window occlusion: runs of `window` adjacent units removed, each unit scored by
+    /// the mean change of the runs covering it; `multiscale` averages windows `1..=window`
+    /// (the uni/bi/trigram scheme of X-MuTeST for `window = 3`).
+    Occlusion { window: usize, multiscale: bool },
+    /// LIME: Bernoulli masks, exponential kernel on cosine distance, ridge regression.
+    Lime { samples: usize },
     /// Sparse linear surrogate fitted to random ablations (ContextCite).
     Surrogate { samples: usize },
 }
@@ -69,7 +79,19 @@ pub const METHODS: &[(&str, &str)] = &[
     ),
     (
         "loo",
-        "leave-one-out: value with all units minus value without the unit",
+        "leave-one-out occlusion (signed): value with all units minus value without the unit",
+    ),
+    (
+        "ngram:N",
+        "sliding-window occlusion: remove every run of N adjacent units; a unit scores the mean change of the runs covering it",
+    ),
+    (
+        "xmutest",
+        "uni-, bi- and trigram occlusion averaged (the X-MuTeST scheme)",
+    ),
+    (
+        "lime",
+        "LIME: Bernoulli masks, exponential kernel on cosine distance, ridge regression",
     ),
     (
         "surrogate",
@@ -91,7 +113,29 @@ impl Method {
             "banzhaf" => Method::Banzhaf {
                 samples: samples.unwrap_or(DEFAULT_BANZHAF_SAMPLES),
             },
-            "loo" => Method::LeaveOneOut,
+            "loo" | "occlusion" => Method::LeaveOneOut,
+            "xmutest" => Method::Occlusion {
+                window: 3,
+                multiscale: true,
+            },
+            "lime" => Method::Lime {
+                samples: samples.unwrap_or(DEFAULT_LIME_SAMPLES),
+            },
+            ngram if ngram.starts_with("ngram:") => {
+                let window = ngram["ngram:".len()..]
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&w| w >= 1)
+                    .ok_or_else(|| {
+                        AttributionError::BadInput(format!(
+                            "`{ngram}`: the window is a positive number, e.g. ngram:2"
+                        ))
+                    })?;
+                Method::Occlusion {
+                    window,
+                    multiscale: false,
+                }
+            }
             "surrogate" => Method::Surrogate {
                 samples: samples.unwrap_or(DEFAULT_SURROGATE_SAMPLES),
             },
@@ -112,13 +156,23 @@ impl Method {
             Method::KernelShap { .. } => "kernel_shap",
             Method::Banzhaf { .. } => "banzhaf",
             Method::LeaveOneOut => "leave_one_out",
+            Method::Occlusion {
+                multiscale: false, ..
+            } => "ngram_occlusion",
+            Method::Occlusion {
+                multiscale: true, ..
+            } => "multiscale_occlusion",
+            Method::Lime { .. } => "lime",
             Method::Surrogate { .. } => "surrogate",
         }
     }
 
     /// Whether the method draws random coalitions (and so uses a seed).
     pub fn is_sampled(&self) -> bool {
-        !matches!(self, Method::ExactShapley | Method::LeaveOneOut)
+        !matches!(
+            self,
+            Method::ExactShapley | Method::LeaveOneOut | Method::Occlusion { .. }
+        )
     }
 
     fn params(&self) -> serde_json::Value {
@@ -136,6 +190,16 @@ impl Method {
             Method::Surrogate { samples } => {
                 json!({"samples": samples, "holdout": SURROGATE_HOLDOUT, "keep_probability": 0.5})
             }
+            Method::Occlusion { window, multiscale } => {
+                json!({"window": window, "multiscale": multiscale, "signed": true})
+            }
+            Method::Lime { samples } => json!({
+                "samples": samples,
+                "keep_probability": 0.5,
+                "kernel": "exponential on cosine distance",
+                "kernel_width": lime::LIME_KERNEL_WIDTH,
+                "ridge": lime::LIME_RIDGE,
+            }),
         }
     }
 }
@@ -177,6 +241,15 @@ pub fn estimate(
         }
         Method::KernelShap { samples } => kernel::kernel_shap(game, samples, seed)?,
         Method::Surrogate { samples } => surrogate::surrogate(game, samples, seed)?,
+        Method::Occlusion { window, multiscale } => {
+            let sizes: Vec<usize> = if multiscale {
+                (1..=window).collect()
+            } else {
+                vec![window]
+            };
+            exact::occlusion(game, &sizes)?
+        }
+        Method::Lime { samples } => lime::lime(game, samples, seed)?,
     };
     estimate.params = method.params();
     Ok(estimate)

@@ -1,0 +1,406 @@
+//! Gradient methods: saliency, gradient × input, integrated gradients and SmoothGrad, all with
+//! respect to the input embeddings of the real model (through the runtime's differentiable
+//! forward pass).
+//!
+//! Each needs one forward and one backward pass per target per step (integrated gradients'
+//! steps, SmoothGrad's noisy samples); nothing is decoded token by token. Scores are per input
+//! token; words and sentences are sums of them, formed when the result is viewed.
+
+use candle_core::{Device, Tensor, Var};
+use glassbox_runtime::{AttentionMask, Model};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use super::target::Targets;
+use crate::AttributionError;
+use crate::methods::Estimate;
+
+/// What integrated gradients integrates from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baseline {
+    /// All-zero embeddings.
+    Zero,
+    /// The embedding of the padding token.
+    Pad,
+    /// The embedding of the unknown token.
+    Unk,
+}
+
+impl Baseline {
+    pub fn parse(name: &str) -> Result<Self, AttributionError> {
+        match name {
+            "zero" => Ok(Baseline::Zero),
+            "pad" => Ok(Baseline::Pad),
+            "unk" => Ok(Baseline::Unk),
+            other => Err(AttributionError::BadInput(format!(
+                "unknown baseline `{other}`; baselines: zero, pad, unk"
+            ))),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Baseline::Zero => "zero",
+            Baseline::Pad => "pad",
+            Baseline::Unk => "unk",
+        }
+    }
+}
+
+/// Vocabulary entries tried, in order, for the padding and unknown tokens. Byte-level BPE
+/// vocabularies (GPT-2, SmolLM2) have neither and use `<|endoftext|>` for both, as their
+/// Hugging Face tokenizer configurations do.
+const PAD_TOKENS: &[&str] = &["<pad>", "[PAD]", "<|pad|>", "<|padding|>", "<|endoftext|>"];
+const UNK_TOKENS: &[&str] = &["<unk>", "[UNK]", "<|unk|>", "<|endoftext|>"];
+
+/// The id of the padding (`pad`) or unknown (`!pad`) token.
+pub fn special_token(model: &Model, pad: bool) -> Result<u32, AttributionError> {
+    let names = if pad { PAD_TOKENS } else { UNK_TOKENS };
+    names
+        .iter()
+        .find_map(|n| model.tokenizer().token_id(n))
+        .ok_or_else(|| {
+            AttributionError::BadInput(format!(
+                "the vocabulary has no {} token (tried {}); use --baseline zero",
+                if pad { "padding" } else { "unknown" },
+                names.join(", ")
+            ))
+        })
+}
+
+/// A gradient method and its settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GradientMethod {
+    /// `‖∂f/∂e_i‖₂` per token (unsigned).
+    Saliency,
+    /// `∂f/∂e_i · e_i` per token (signed).
+    GradientXInput,
+    /// `(e_i - b_i) · Σ_k w_k ∂f/∂e_i(b + α_k (e - b))`, Gauss–Legendre nodes `α_k` and
+    /// weights `w_k` on `steps` points.
+    IntegratedGradients { steps: usize, baseline: Baseline },
+    /// `‖mean_k ∂f/∂e_i(e + ε_k)‖₂`, `ε_k ~ N(0, σ²)` on the input tokens only, σ = `noise` ×
+    /// the range of the input embeddings (Smilkov et al.).
+    SmoothGrad { samples: usize, noise: f64 },
+}
+
+impl GradientMethod {
+    pub fn name(&self) -> &'static str {
+        match self {
+            GradientMethod::Saliency => "saliency",
+            GradientMethod::GradientXInput => "gradient_x_input",
+            GradientMethod::IntegratedGradients { .. } => "integrated_gradients",
+            GradientMethod::SmoothGrad { .. } => "smoothgrad",
+        }
+    }
+
+    pub fn params(&self) -> serde_json::Value {
+        match *self {
+            GradientMethod::Saliency => json!({"norm": "l2"}),
+            GradientMethod::GradientXInput => json!({}),
+            GradientMethod::IntegratedGradients { steps, baseline } => {
+                json!({"steps": steps, "baseline": baseline.name(), "rule": "gauss_legendre"})
+            }
+            GradientMethod::SmoothGrad { samples, noise } => {
+                json!({"samples": samples, "noise_level": noise, "norm": "l2"})
+            }
+        }
+    }
+}
+
+/// A sequence to differentiate: its token ids and which of them are the input's units.
+pub struct GradientInput<'a> {
+    pub ids: &'a [u32],
+    /// Range of the input text's tokens within `ids`.
+    pub units: std::ops::Range<usize>,
+    /// Row of the logits that predicts the answer's first token.
+    pub first: usize,
+}
+
+/// Counters of a gradient run: forward and backward passes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GradientCost {
+    pub forwards: usize,
+    pub backwards: usize,
+}
+
+/// Per-token scores (`[target][token of the input]`) of `method`.
+pub fn gradient_scores(
+    model: &Model,
+    input: &GradientInput<'_>,
+    targets: &Targets,
+    method: GradientMethod,
+    seed: u64,
+) -> Result<(Estimate, GradientCost), AttributionError> {
+    let cfg = model.config();
+    let d = cfg.hidden_size;
+    let len = input.ids.len();
+    let embedded = model.embed(input.ids)?;
+    let x = Tensor::from_vec(embedded.data, (len, d), &Device::Cpu).map_err(candle)?;
+    let dims = targets.formulas.len();
+    let mut cost = GradientCost::default();
+    let units = input.units.clone();
+
+    // Gradients of every target at `point` (rows of the input's tokens only).
+    let mut grads_at = |point: &Tensor| -> Result<(Vec<Vec<f32>>, Vec<f64>), AttributionError> {
+        let var = Var::from_tensor(point).map_err(candle)?;
+        let logits = model.forward_differentiable(var.as_tensor(), &AttentionMask::default())?;
+        cost.forwards += 1;
+        let mut grads = Vec::with_capacity(dims);
+        let mut values = Vec::with_capacity(dims);
+        for t in 0..dims {
+            let f = targets.on_logits(t, &logits, input.first).map_err(candle)?;
+            values.push(f.to_scalar::<f32>().map_err(candle)? as f64);
+            let store = f.backward().map_err(candle)?;
+            cost.backwards += 1;
+            let g = match store.get(var.as_tensor()) {
+                Some(g) => g
+                    .narrow(0, units.start, units.len())
+                    .and_then(|g| g.flatten_all())
+                    .and_then(|g| g.to_vec1::<f32>())
+                    .map_err(candle)?,
+                // The target does not depend on the inputs at all.
+                None => vec![0.0; units.len() * d],
+            };
+            grads.push(g);
+        }
+        Ok((grads, values))
+    };
+    let input_rows: Vec<f32> = x
+        .narrow(0, units.start, units.len())
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(candle)?;
+    let per_token = |v: &[f32], f: &dyn Fn(&[f32], usize) -> f64| -> Vec<f64> {
+        (0..units.len())
+            .map(|i| f(&v[i * d..(i + 1) * d], i))
+            .collect()
+    };
+    let norm = |g: &[f32], _: usize| g.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+
+    let mut diagnostics = json!({});
+    let (scores, value_full) = match method {
+        GradientMethod::Saliency => {
+            let (grads, values) = grads_at(&x)?;
+            (grads.iter().map(|g| per_token(g, &norm)).collect(), values)
+        }
+        GradientMethod::GradientXInput => {
+            let (grads, values) = grads_at(&x)?;
+            let scores = grads
+                .iter()
+                .map(|g| per_token(g, &|gi, i| dot(gi, &input_rows[i * d..(i + 1) * d])))
+                .collect();
+            (scores, values)
+        }
+        GradientMethod::IntegratedGradients { steps, baseline } => {
+            if steps == 0 {
+                return Err(AttributionError::BadBudget(
+                    "integrated gradients needs at least 1 step".into(),
+                ));
+            }
+            let base_row = match baseline {
+                Baseline::Zero => vec![0f32; d],
+                Baseline::Pad => model.embed(&[special_token(model, true)?])?.data,
+                Baseline::Unk => model.embed(&[special_token(model, false)?])?.data,
+            };
+            // The baseline replaces the input's tokens only; the template stays.
+            let mut base = embedded_rows(&x)?;
+            for i in units.clone() {
+                base[i * d..(i + 1) * d].copy_from_slice(&base_row);
+            }
+            let b = Tensor::from_vec(base, (len, d), &Device::Cpu).map_err(candle)?;
+            let delta = (&x - &b).map_err(candle)?;
+            // The path integral by Gauss–Legendre quadrature (as Captum does): with an
+            // all-zero baseline the integrand spikes near α = 0, where RMS norm rescales tiny
+            // inputs to full size, and these nodes crowd the ends of the path.
+            let mut sum = vec![vec![0f64; units.len() * d]; dims];
+            for (alpha, weight) in gauss_legendre(steps) {
+                let point = (&b + (&delta * alpha).map_err(candle)?).map_err(candle)?;
+                let (grads, _) = grads_at(&point)?;
+                for (s, g) in sum.iter_mut().zip(&grads) {
+                    s.iter_mut()
+                        .zip(g)
+                        .for_each(|(a, &v)| *a += weight * v as f64);
+                }
+            }
+            let at_input = values_only(model, &x, targets, input.first)?;
+            let at_base = values_only(model, &b, targets, input.first)?;
+            cost.forwards += 2;
+            let base_rows = &embedded_rows(&b)?[units.start * d..units.end * d];
+            let mut scores = Vec::with_capacity(dims);
+            let mut gaps = Vec::with_capacity(dims);
+            for t in 0..dims {
+                let row: Vec<f64> = (0..units.len())
+                    .map(|i| {
+                        (0..d)
+                            .map(|h| {
+                                let j = i * d + h;
+                                (input_rows[j] - base_rows[j]) as f64 * sum[t][j]
+                            })
+                            .sum()
+                    })
+                    .collect();
+                gaps.push(row.iter().sum::<f64>() - (at_input[t] - at_base[t]));
+                scores.push(row);
+            }
+            diagnostics = json!({
+                "completeness_gap": gaps,
+                "value_baseline": at_base,
+            });
+            (scores, at_input)
+        }
+        GradientMethod::SmoothGrad { samples, noise } => {
+            if samples == 0 {
+                return Err(AttributionError::BadBudget(
+                    "SmoothGrad needs at least 1 sample".into(),
+                ));
+            }
+            let (lo, hi) = input_rows
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                    (a.min(v), b.max(v))
+                });
+            if !(noise.is_finite() && noise >= 0.0) {
+                return Err(AttributionError::BadBudget(format!(
+                    "the noise level must be a non-negative number, not {noise}"
+                )));
+            }
+            let sigma = noise * (hi - lo) as f64;
+            let mut rng = StdRng::seed_from_u64(seed);
+            let clean = embedded_rows(&x)?;
+            let mut sum = vec![vec![0f64; units.len() * d]; dims];
+            for _ in 0..samples {
+                let mut noisy = clean.clone();
+                for v in &mut noisy[units.start * d..units.end * d] {
+                    *v += (sigma * standard_normal(&mut rng)) as f32;
+                }
+                let point = Tensor::from_vec(noisy, (len, d), &Device::Cpu).map_err(candle)?;
+                let (grads, _) = grads_at(&point)?;
+                for (s, g) in sum.iter_mut().zip(&grads) {
+                    s.iter_mut().zip(g).for_each(|(a, &v)| *a += v as f64);
+                }
+            }
+            let values = values_only(model, &x, targets, input.first)?;
+            cost.forwards += 1;
+            let scores = sum
+                .iter()
+                .map(|s| {
+                    (0..units.len())
+                        .map(|i| {
+                            s[i * d..(i + 1) * d]
+                                .iter()
+                                .map(|v| (v / samples as f64).powi(2))
+                                .sum::<f64>()
+                                .sqrt()
+                        })
+                        .collect()
+                })
+                .collect();
+            diagnostics = json!({ "sigma": sigma });
+            (scores, values)
+        }
+    };
+    Ok((
+        Estimate {
+            scores,
+            std_errors: None,
+            value_full,
+            value_empty: Vec::new(),
+            params: method.params(),
+            diagnostics,
+        },
+        cost,
+    ))
+}
+
+/// Target values at an embedding point (no gradients).
+fn values_only(
+    model: &Model,
+    x: &Tensor,
+    targets: &Targets,
+    first: usize,
+) -> Result<Vec<f64>, AttributionError> {
+    let logits = model.forward_differentiable(&x.detach(), &AttentionMask::default())?;
+    let values = (0..targets.formulas.len())
+        .map(|t| {
+            targets
+                .on_logits(t, &logits, first)
+                .and_then(|v| v.to_scalar::<f32>())
+                .map(|v| v as f64)
+                .map_err(candle)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(values)
+}
+
+/// Nodes and weights of `n`-point Gauss–Legendre quadrature on `[0, 1]` (Newton's method on
+/// the Legendre polynomial from Chebyshev-like starting points).
+fn gauss_legendre(n: usize) -> Vec<(f64, f64)> {
+    (1..=n)
+        .map(|i| {
+            let mut x = (std::f64::consts::PI * (i as f64 - 0.25) / (n as f64 + 0.5)).cos();
+            let mut derivative = 1.0;
+            for _ in 0..100 {
+                let (mut p0, mut p1) = (1.0, x);
+                for k in 2..=n {
+                    let p2 = ((2 * k - 1) as f64 * x * p1 - (k - 1) as f64 * p0) / k as f64;
+                    p0 = p1;
+                    p1 = p2;
+                }
+                if n == 1 {
+                    p0 = 1.0;
+                }
+                derivative = n as f64 * (x * p1 - p0) / (x * x - 1.0);
+                let step = p1 / derivative;
+                x -= step;
+                if step.abs() < 1e-15 {
+                    break;
+                }
+            }
+            let weight = 2.0 / ((1.0 - x * x) * derivative * derivative);
+            ((x + 1.0) / 2.0, weight / 2.0)
+        })
+        .collect()
+}
+
+/// A standard normal draw (Box–Muller), so the noise depends on the seed alone.
+fn standard_normal(rng: &mut StdRng) -> f64 {
+    let u: f64 = 1.0 - rng.r#gen::<f64>();
+    let v: f64 = rng.r#gen::<f64>();
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+}
+
+fn embedded_rows(x: &Tensor) -> Result<Vec<f32>, AttributionError> {
+    x.flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(candle)
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
+}
+
+fn candle(e: candle_core::Error) -> AttributionError {
+    AttributionError::Runtime(glassbox_runtime::RuntimeError::Candle(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gauss_legendre_integrates_polynomials_exactly() {
+        for n in [1, 2, 5, 32] {
+            let rule = gauss_legendre(n);
+            assert!((rule.iter().map(|r| r.1).sum::<f64>() - 1.0).abs() < 1e-12);
+            assert!(
+                rule.iter()
+                    .all(|&(a, w)| (0.0..=1.0).contains(&a) && w > 0.0)
+            );
+            // Exact up to degree 2n - 1: ∫ x^k dx = 1 / (k + 1).
+            let k = 2 * n as i32 - 1;
+            let integral: f64 = rule.iter().map(|&(a, w)| w * a.powi(k)).sum();
+            assert!((integral - 1.0 / (k as f64 + 1.0)).abs() < 1e-12, "n = {n}");
+        }
+    }
+}
