@@ -13,6 +13,9 @@
 //! # Ok::<(), glassbox::Error>(())
 //! ```
 
+mod explainer;
+
+pub use explainer::Explainer;
 pub use glassbox_attribution as attribution;
 pub use glassbox_report as report;
 

@@ -30,6 +30,8 @@ use crate::{AttributionError, Coalition};
 const KV_BUDGET_BYTES: usize = 768 << 20;
 /// Most coalitions per chunk (rows of the leaf batch).
 const MAX_CHUNK: usize = 128;
+/// Pending tokens a diverging trie node needs before it is run on its own forward pass.
+const MIN_FLUSH_TOKENS: usize = 12;
 /// Rows per batch of the from-scratch path (the batch size of the reference measurements).
 const FROM_SCRATCH_BATCH: usize = 16;
 
@@ -525,7 +527,10 @@ impl<'m> Engine<'m> {
                     dropped,
                 } => {
                     // Nodes whose coalitions disagree on this unit run their pending tokens now,
-                    // so both branches continue one shared cache.
+                    // so both branches continue one shared cache — once enough are pending to
+                    // be worth a sequential forward pass (short units such as words would
+                    // otherwise cost a pass each; the few tokens carried instead are run once
+                    // per branch).
                     let diverging: Vec<usize> = frontier
                         .iter()
                         .enumerate()
@@ -535,7 +540,9 @@ impl<'m> Engine<'m> {
                                 .iter()
                                 .filter(|&&m| coalitions[m].contains(*unit))
                                 .count();
-                            inside > 0 && inside < n.members.len() && n.pending.len() > 1
+                            inside > 0
+                                && inside < n.members.len()
+                                && n.pending.len() > MIN_FLUSH_TOKENS
                         })
                         .map(|(i, _)| i)
                         .collect();

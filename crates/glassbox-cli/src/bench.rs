@@ -29,12 +29,16 @@ enum BenchWhat {
     /// Passage attribution on the test RAG cases: every method, and the engine against
     /// evaluating every coalition from scratch.
     Cite(crate::bench_cite::CiteBenchArgs),
+    /// Token-level attribution on 20 sentences: every method's time, evaluations and passes,
+    /// and integrated gradients' peak memory.
+    Attribute(crate::bench_attribute::AttributeBenchArgs),
 }
 
 impl BenchCommand {
     pub(crate) fn run(self, out: &Output) -> anyhow::Result<()> {
         match self.what {
             Some(BenchWhat::Cite(args)) => crate::bench_cite::run(args, out),
+            Some(BenchWhat::Attribute(args)) => crate::bench_attribute::run(args, out),
             None => run(self.runtime, out),
         }
     }
@@ -145,7 +149,7 @@ fn time(repeat: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Res
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), in MiB.
-fn peak_rss_mib() -> Option<f64> {
+pub(crate) fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -6,6 +6,7 @@
 
 mod attribute;
 mod bench;
+mod bench_attribute;
 mod bench_cite;
 mod cite;
 mod input;

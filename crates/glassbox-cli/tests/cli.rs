@@ -208,3 +208,149 @@ fn a_failure_while_running_exits_1() {
         .unwrap();
     assert_exit(&out, 1, "GLASSBOX_PYTHON");
 }
+
+#[test]
+fn attribute_explains_a_prediction_and_views_regroup_the_saved_tokens() {
+    let dir = std::env::temp_dir().join(format!("glassbox-attr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let saved = dir.join("ig.json");
+    let html = dir.join("ig.html");
+    let out = json(&glassbox(&[
+        "attribute",
+        "--input",
+        "The capital of France is",
+        "--method",
+        "gradxinput",
+        "--output",
+        saved.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(out["schema"], "glassbox.attribute/1");
+    assert_eq!(out["answer"], " Paris");
+    assert_eq!(out["attribution"]["units"][0]["level"], "token");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("class=\"u\"") && page.contains("glassbox-data"));
+    // Token scores summed per word, then per sentence, from the saved file.
+    let words = glassbox(&["view", saved.to_str().unwrap(), "--plain"]);
+    let text = String::from_utf8_lossy(&words.stdout);
+    assert!(
+        words.status.success(),
+        "{}",
+        String::from_utf8_lossy(&words.stderr)
+    );
+    assert!(
+        text.contains("France[") && text.contains("carry") || text.contains("carries"),
+        "{text}"
+    );
+    let sentence = glassbox(&[
+        "view",
+        saved.to_str().unwrap(),
+        "--unit",
+        "sentence",
+        "--plain",
+    ]);
+    assert!(sentence.status.success());
+    assert_exit(
+        &glassbox(&["view", saved.to_str().unwrap(), "--unit", "paragraph"]),
+        2,
+        "cannot be shown per paragraph",
+    );
+    // A continuation gets a source × token table.
+    let table = glassbox(&[
+        "attribute",
+        "--input",
+        "The capital of France is",
+        "--continuation",
+        " Paris, a city",
+        "--method",
+        "loo",
+        "--plain",
+    ]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("source word × output token"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn attribute_rejects_bad_input_with_usage_errors() {
+    assert_exit(
+        &glassbox(&["attribute", "--input", "Hello there", "--method", "magic"]),
+        2,
+        "unknown method `magic`",
+    );
+    assert_exit(
+        &glassbox(&["attribute", "--input", "Hello there", "--target", "odds"]),
+        2,
+        "contrast:A,B",
+    );
+    assert_exit(
+        &glassbox(&["attribute", "--input", " ", "--method", "loo"]),
+        2,
+        "empty",
+    );
+    assert_exit(
+        &glassbox(&[
+            "attribute",
+            "--input",
+            "The capital of France is",
+            "--target",
+            "contrast: Paris, Londonderry",
+        ]),
+        2,
+        "single token",
+    );
+}
+
+#[test]
+fn attribute_dataset_writes_one_result_per_example_and_lists_describe_the_choices() {
+    let dir = std::env::temp_dir().join(format!("glassbox-ds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("data.jsonl");
+    std::fs::write(
+        &data,
+        "{\"id\": \"a\", \"input\": \"The capital of France is\"}\n\n{\"input\": \"I loved this film. It was\", \"target\": \"contrast: great, bad\"}\n",
+    )
+    .unwrap();
+    let out = glassbox(&[
+        "attribute-dataset",
+        data.to_str().unwrap(),
+        "--method",
+        "loo",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["id"], "a");
+    assert_eq!(lines[1]["id"], "2");
+    assert_eq!(
+        lines[1]["report"]["attribution"]["targets"][0]["kind"],
+        "contrast_logit"
+    );
+    std::fs::write(&data, "{\"input\": 3}\n").unwrap();
+    assert_exit(
+        &glassbox(&["attribute-dataset", data.to_str().unwrap()]),
+        2,
+        "line 1",
+    );
+    for (what, needle) in [
+        ("methods", "smoothgrad"),
+        ("targets", "label:A,B"),
+        ("units", "sentence"),
+    ] {
+        let out = glassbox(&["list", what]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(needle),
+            "{what}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

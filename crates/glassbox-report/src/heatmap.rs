@@ -355,3 +355,52 @@ pub fn render_attribute_html(v: &HeatmapView<'_>) -> String {
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::attribute_report;
+
+    #[test]
+    fn tokens_regroup_into_words_and_sentences_by_each_aggregation() {
+        let r = attribute_report();
+        let words = r.regrouped("word", Aggregation::Sum).unwrap();
+        assert_eq!(words.units.len(), 4);
+        // Tokens 0.5 ("Gre"), 0.25 ("at") form the word "Great".
+        assert!((words.scores[0][0] - 0.75).abs() < 1e-12);
+        let mean = r.regrouped("word", Aggregation::Mean).unwrap();
+        assert!((mean.scores[0][0] - 0.375).abs() < 1e-12);
+        let absmax = r.regrouped("sentence", Aggregation::AbsMax).unwrap();
+        assert_eq!(absmax.units.len(), 2);
+        assert!(
+            (absmax.scores[0][1] - -0.8).abs() < 1e-12,
+            "{:?}",
+            absmax.scores
+        );
+        let total: f64 = r.attribution.scores[0].iter().sum();
+        let sentences = r.regrouped("sentence", Aggregation::Sum).unwrap();
+        assert!((sentences.scores[0].iter().sum::<f64>() - total).abs() < 1e-12);
+        assert!(r.regrouped("paragraph", Aggregation::Sum).is_err());
+        let w = HeatmapView::new(&r, Some("word"), None).unwrap();
+        assert!(w.attribution.check_shape().is_ok());
+    }
+
+    #[test]
+    fn views_paint_every_unit_and_escape_text() {
+        let r = attribute_report();
+        let v = HeatmapView::new(&r, None, None).unwrap();
+        let plain = render_attribute_terminal(&v, ColorMode::Plain);
+        assert!(plain.contains("Great[+0.750]"), "{plain}");
+        assert!(!plain.contains('\x1b'));
+        let color = render_attribute_terminal(&v, ColorMode::TrueColor);
+        assert!(color.contains("\x1b[48;2;"));
+        let html = render_attribute_html(&v);
+        assert_eq!(html.matches("class=\"u\"").count(), 4);
+        let visible = &html[..html.find("<script").unwrap()];
+        assert!(
+            visible.contains("&lt;b&gt;") && !visible.contains("<b>film"),
+            "escaped"
+        );
+        assert!(html.contains("carr"), "verbalized");
+    }
+}

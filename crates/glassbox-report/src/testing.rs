@@ -132,3 +132,66 @@ pub(crate) fn identity_report() -> CiteReport {
     r.refinements.clear();
     r
 }
+
+/// "Great <b>film. Not bad" (4 words, 2 sentences) scored per token for one target.
+pub(crate) fn attribute_report() -> AttributeReport {
+    let input = "Great <b>film. Not bad";
+    let span_unit = |text: &str, level: &str, a: usize, b: usize| Unit {
+        label: text.trim().into(),
+        text: text.into(),
+        level: level.into(),
+        span: Some((a, b)),
+    };
+    let tokens = vec![
+        span_unit("Gre", "token", 0, 3),
+        span_unit("at", "token", 3, 5),
+        span_unit(" <b>film", "token", 5, 13),
+        span_unit(".", "token", 13, 14),
+        span_unit(" Not", "token", 14, 18),
+        span_unit(" bad", "token", 18, 22),
+    ];
+    let words = vec![
+        span_unit("Great", "word", 0, 5),
+        span_unit(" <b>film.", "word", 5, 14),
+        span_unit(" Not", "word", 14, 18),
+        span_unit(" bad", "word", 18, 22),
+    ];
+    let sentences = vec![
+        span_unit("Great <b>film.", "sentence", 0, 14),
+        span_unit(" Not bad", "sentence", 14, 22),
+    ];
+    let mut base = report().attribution;
+    base.units = tokens.clone();
+    base.targets = vec![Target {
+        label: " positive".into(),
+        kind: "label_prob".into(),
+        tokens: Some((0, 1)),
+    }];
+    base.scores = vec![vec![0.5, 0.25, 0.1, 0.0, -0.8, 0.3]];
+    base.std_errors = None;
+    base.value_full = vec![0.9];
+    base.value_empty = vec![0.5];
+    AttributeReport {
+        schema: ATTRIBUTE_SCHEMA.into(),
+        input: input.into(),
+        prompt_format: "raw".into(),
+        answer: " positive".into(),
+        answer_tokens: vec![AnswerToken {
+            id: 7,
+            text: " positive".into(),
+        }],
+        answer_source: "predicted".into(),
+        levels: [
+            ("token".to_string(), tokens),
+            ("word".to_string(), words),
+            ("sentence".to_string(), sentences),
+        ]
+        .into_iter()
+        .collect(),
+        attribution: base,
+        view: ViewSettings {
+            unit: "word".into(),
+            aggregate: Aggregation::Sum,
+        },
+    }
+}

@@ -332,7 +332,7 @@ mod tests {
             "label:a,",
         ] {
             let err = TargetSpec::parse(bad).unwrap_err().to_string();
-            assert!(err.contains("prob, logprob, logit"), "{err}");
+            assert!(err.contains("logprob, prob, logit"), "{err}");
         }
     }
 

@@ -298,6 +298,62 @@ mod tests {
         estimate(Method::ExactShapley, &mut game(n), 0).unwrap()
     }
 
+    /// `v(S) = Σ_{i ∈ S} w_i`: every method should recover `w` (up to its shrinkage).
+    fn additive(w: Vec<f64>) -> FnGame<impl FnMut(&Coalition) -> Vec<f64>> {
+        FnGame::new(w.len(), 1, move |c: &Coalition| {
+            vec![c.members().map(|i| w[i]).sum()]
+        })
+    }
+
+    #[test]
+    fn ngram_occlusion_averages_the_runs_covering_each_unit() {
+        let w = vec![1.0, -2.0, 4.0, 0.5];
+        let one = estimate(
+            Method::parse("ngram:1", None).unwrap(),
+            &mut additive(w.clone()),
+            0,
+        )
+        .unwrap();
+        let loo = estimate(Method::LeaveOneOut, &mut additive(w.clone()), 0).unwrap();
+        assert_eq!(one.scores, loo.scores);
+        assert_eq!(loo.scores[0], w, "signed, exact on an additive game");
+        let two = estimate(
+            Method::parse("ngram:2", None).unwrap(),
+            &mut additive(w.clone()),
+            0,
+        )
+        .unwrap();
+        // Runs {0,1}=-1, {1,2}=2, {2,3}=4.5: unit 1 is covered by the first two.
+        assert_eq!(two.scores[0], vec![-1.0, 0.5, 3.25, 4.5]);
+        let multi = estimate(Method::parse("xmutest", None).unwrap(), &mut additive(w), 0).unwrap();
+        assert_eq!(multi.params["multiscale"], true);
+        assert!(Method::parse("ngram:0", None).is_err());
+    }
+
+    #[test]
+    fn lime_recovers_an_additive_game_and_repeats_with_its_seed() {
+        let w = vec![1.0, -2.0, 4.0, 0.5, 0.0, 3.0];
+        let lime = |seed| {
+            estimate(
+                Method::Lime { samples: 200 },
+                &mut additive(w.clone()),
+                seed,
+            )
+            .unwrap()
+        };
+        let a = lime(1);
+        for (got, want) in a.scores[0].iter().zip(&w) {
+            // The ridge penalty shrinks weights a little; the fit is otherwise exact.
+            assert!(
+                (got - want).abs() < 0.1 * want.abs().max(1.0),
+                "{got} vs {want}"
+            );
+        }
+        assert!(a.diagnostics["weighted_r2"][0].as_f64().unwrap() > 0.99);
+        assert_eq!(a.scores, lime(1).scores);
+        assert_ne!(a.scores, lime(2).scores);
+    }
+
     #[test]
     fn exact_shapley_satisfies_the_axioms() {
         let n = 6;
