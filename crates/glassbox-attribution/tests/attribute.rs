@@ -178,7 +178,13 @@ fn token_engine_equals_from_scratch_for_every_perturbation_and_a_logit_readout()
                 .fold(0f32, f32::max);
             eprintln!("{format:?} {perturbation:?}: max |engine - scratch| = {worst}");
             assert!(worst < 1e-3, "{format:?} {perturbation:?}: {worst}");
-            assert!(engine.stats().tokens < engine.stats().tokens_from_scratch);
+            // Raw prompts this short share nothing worth a pass of its own; the chat header is
+            // run once for all coalitions.
+            let (run, scratch) = (engine.stats().tokens, engine.stats().tokens_from_scratch);
+            match format {
+                PromptFormat::Raw => assert!(run <= scratch, "{run} vs {scratch}"),
+                PromptFormat::Chat => assert!(run < scratch, "{run} vs {scratch}"),
+            }
         }
     }
 }

@@ -12,6 +12,8 @@
 //! threading or batch composition: the same row of `A` gives bit-identical outputs whatever
 //! other rows it is multiplied with. The runtime's batching tests rely on that.
 
+use std::sync::OnceLock;
+
 use rayon::prelude::*;
 
 /// Width of a packed panel (output columns per micro-kernel call): two 16-lane vectors.
@@ -35,6 +37,9 @@ pub struct PackedMatrix {
     k: usize,
     /// `ceil(n / NR)` panels of `k · NR` floats; columns past `n` are zero.
     data: Vec<f32>,
+    /// `W` itself packed as the weight of `x · W` (the backward of `x · Wᵀ`), built on first
+    /// use: only gradient computations pay its time and memory.
+    transposed: OnceLock<Box<PackedMatrix>>,
 }
 
 impl std::fmt::Debug for PackedMatrix {
@@ -71,7 +76,12 @@ impl PackedMatrix {
             count += 1;
         }
         assert_eq!(count, n, "fewer rows than announced");
-        Self { n, k, data }
+        Self {
+            n,
+            k,
+            data,
+            transposed: OnceLock::new(),
+        }
     }
 
     /// Output features (`n`).
@@ -101,6 +111,15 @@ impl PackedMatrix {
     }
 
     /// Unpacks to the row-major `[n, k]` matrix.
+    /// The packing of `Wᵀ` (`k` rows of length `n`), so that `A · W` for `A: [m, n]` is one
+    /// packed GEMM: the input gradient of `x · Wᵀ`. Built once, on first use.
+    pub fn transposed(&self) -> &PackedMatrix {
+        self.transposed.get_or_init(|| {
+            let rows = self.to_rows();
+            Box::new(pack_transposed(&rows, self.n, self.k, self.k))
+        })
+    }
+
     pub fn to_rows(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.n * self.k];
         for (i, row) in out.chunks_mut(self.k.max(1)).enumerate().take(self.n) {
@@ -148,7 +167,12 @@ pub fn pack_transposed_rows<'a>(
         count += 1;
     }
     assert_eq!(count, k, "fewer rows than announced");
-    PackedMatrix { n, k, data }
+    PackedMatrix {
+        n,
+        k,
+        data,
+        transposed: OnceLock::new(),
+    }
 }
 
 /// `C[i, :] = A[i, :] · Wᵀ` for `i < m`; row `i` of `A` starts at `a[i * lda]`, row `i` of `C`
@@ -442,6 +466,33 @@ mod tests {
             }
         }
         c
+    }
+
+    #[test]
+    fn transposed_packing_multiplies_by_w_itself() {
+        // Sizes that cross panel and block boundaries in both directions.
+        let (m, n, k) = (9, 45, 70);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 31 % 17) as f32 - 8.0) * 0.05)
+            .collect();
+        let a: Vec<f32> = (0..m * n)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
+            .collect();
+        let packed = PackedMatrix::from_rows(&w, n, k, k);
+        let t = packed.transposed();
+        assert_eq!((t.n(), t.k()), (k, n));
+        // A · W = A · (Wᵀ)ᵀ: the reference on Wᵀ's rows.
+        let wt: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
+        let expect = reference(&a, m, &wt, k, n);
+        let mut c = vec![0f32; m * k];
+        gemm_packed(&a, n, m, t, &mut c, k, true);
+        let err = c
+            .iter()
+            .zip(&expect)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(err < 1e-4, "{err}");
+        assert!(std::ptr::eq(t, packed.transposed()), "built once");
     }
 
     #[test]

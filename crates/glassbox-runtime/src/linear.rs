@@ -62,8 +62,8 @@ impl Linear {
     }
 }
 
-/// Candle op running the packed GEMM forward, with a backward pass (`∂x = ∂y · W`), which
-/// candle's own quantized and fused kernels lack.
+/// Candle op running the packed GEMM forward, with a backward pass (`∂x = ∂y · W`, on the
+/// weight's cached transposed packing), which candle's own quantized and fused kernels lack.
 struct PackedLinear(Arc<PackedMatrix>);
 
 impl CustomOp1 for PackedLinear {
@@ -107,8 +107,15 @@ impl CustomOp1 for PackedLinear {
         grad_res: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
         let w = &self.0;
-        let dense = Tensor::from_vec(w.to_rows(), (w.n(), w.k()), grad_res.device())?;
-        Ok(Some(grad_res.broadcast_matmul(&dense)?))
+        let grad = grad_res.contiguous()?;
+        let dims = grad.dims().to_vec();
+        let g = grad.flatten_all()?.to_vec1::<f32>()?;
+        let rows = g.len() / w.n().max(1);
+        let mut out = vec![0f32; rows * w.k()];
+        gemm_packed(&g, w.n(), rows, w.transposed(), &mut out, w.k(), true);
+        let mut shape = dims;
+        *shape.last_mut().expect("gradients have the output's shape") = w.k();
+        Ok(Some(Tensor::from_vec(out, shape, grad_res.device())?))
     }
 }
 
