@@ -12,8 +12,7 @@ use glassbox::attribution::attribute::{
     TargetSpec, TokenMethod, UnitLevel, attribute,
 };
 use glassbox::report::{
-    Aggregation, AttributeReport, ColorMode, HeatmapView, render_attribute_html,
-    render_attribute_terminal,
+    Aggregation, AttributeReport, HeatmapView, render_attribute_html, render_attribute_terminal,
 };
 use serde::Deserialize;
 
@@ -167,7 +166,7 @@ pub(crate) struct AttributeArgs {
     /// Overwrite --output/--html if they exist.
     #[arg(long)]
     force: bool,
-    /// Terminal output without colours.
+    /// Terminal output without colours (also when NO_COLOR is set or output is not a terminal).
     #[arg(long)]
     plain: bool,
 }
@@ -217,11 +216,7 @@ pub(crate) fn show(
     if out.json {
         return out.print_json(report);
     }
-    let color = if plain {
-        ColorMode::Plain
-    } else {
-        ColorMode::TrueColor
-    };
+    let color = crate::color_mode(plain);
     print!("{}", render_attribute_terminal(&view, color));
     Ok(())
 }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use glassbox::attribution::cite::{CiteRequest, CiteTarget, DEFAULT_TEMPLATE, RagTemplate, cite};
 use glassbox::attribution::{Aggregate, Method, Perturbation};
-use glassbox::report::{CiteReport, ColorMode, render_html, render_terminal};
+use glassbox::report::{CiteReport, render_html, render_terminal};
 use serde::Deserialize;
 
 use crate::input::{ModelArgs, check_output, read_text};
@@ -67,7 +67,7 @@ pub(crate) struct CiteArgs {
     /// Overwrite --output/--html if they exist.
     #[arg(long)]
     force: bool,
-    /// Terminal output without colours.
+    /// Terminal output without colours (also when NO_COLOR is set or output is not a terminal).
     #[arg(long)]
     plain: bool,
 }
@@ -244,11 +244,7 @@ pub(crate) fn show(
     if out.json {
         return out.print_json(report);
     }
-    let color = if plain {
-        ColorMode::Plain
-    } else {
-        ColorMode::TrueColor
-    };
+    let color = crate::color_mode(plain);
     print!("{}", render_terminal(report, color));
     Ok(())
 }

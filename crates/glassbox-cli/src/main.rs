@@ -90,6 +90,17 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// Colours for terminal views: 24-bit unless `--plain` was given, `NO_COLOR` is set, or
+/// standard output is not a terminal (pipes and files get plain text).
+pub(crate) fn color_mode(plain: bool) -> glassbox::report::ColorMode {
+    use std::io::IsTerminal;
+    if plain || std::env::var_os("NO_COLOR").is_some() || !std::io::stdout().is_terminal() {
+        glassbox::report::ColorMode::Plain
+    } else {
+        glassbox::report::ColorMode::TrueColor
+    }
+}
+
 /// Output settings shared by the commands.
 pub(crate) struct Output {
     pub json: bool,

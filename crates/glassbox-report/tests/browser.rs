@@ -3,14 +3,18 @@
 //! passage differs. This checks what unit tests of the server-side HTML cannot: that the
 //! script re-ranks, re-scores and re-shades for the selected target.
 //!
+//! The token heatmap page is static; the browser checks that what it shows is what the data
+//! says: one shaded span per word (regrouped from tokens) and a source × token table.
+//!
 //! Needs Chromium (Debian's `chromium` package, or `$CHROMIUM`); CI installs it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use glassbox_report::{
-    ATTRIBUTION_SCHEMA, AnswerToken, Attribution, CITE_SCHEMA, CiteReport, Cost, MethodInfo,
-    Target, Unit, render_html,
+    ATTRIBUTE_SCHEMA, ATTRIBUTION_SCHEMA, Aggregation, AnswerToken, AttributeReport, Attribution,
+    CITE_SCHEMA, CiteReport, Cost, HeatmapView, MethodInfo, Target, Unit, ViewSettings,
+    render_attribute_html, render_html,
 };
 
 /// Passage scores for the whole answer (row 0) and each of its five tokens (rows 1..=5).
@@ -247,4 +251,131 @@ fn a_real_browser_shows_the_selected_target() {
         "two Chromium runs took {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Token scores of "Not <b>bad</b> at all" for a three-token continuation: the sum, then
+/// each token (token scores per row: "Not", " <b>", "bad</b>", " at", " all").
+const TOKEN_SCORES: [[f64; 5]; 4] = [
+    [0.6, 0.1, 0.9, -0.3, 0.0],
+    [0.4, 0.0, 0.5, -0.2, 0.0],
+    [0.1, 0.1, 0.3, 0.0, 0.0],
+    [0.1, 0.0, 0.1, -0.1, 0.0],
+];
+
+fn attribute_report() -> AttributeReport {
+    let input = "Not <b>bad</b> at all";
+    let unit = |text: &str, level: &str, a: usize, b: usize| Unit {
+        label: text.trim().into(),
+        text: text.into(),
+        level: level.into(),
+        span: Some((a, b)),
+    };
+    let tokens = vec![
+        unit("Not", "token", 0, 3),
+        unit(" <b>", "token", 3, 7),
+        unit("bad</b>", "token", 7, 14),
+        unit(" at", "token", 14, 17),
+        unit(" all", "token", 17, 21),
+    ];
+    let words = vec![
+        unit("Not", "word", 0, 3),
+        unit(" <b>bad</b>", "word", 3, 14),
+        unit(" at", "word", 14, 17),
+        unit(" all", "word", 17, 21),
+    ];
+    let answer = [" It", " was", " fine"];
+    let mut targets = vec![Target {
+        label: "continuation".into(),
+        kind: "sum_logprob".into(),
+        tokens: Some((0, 3)),
+    }];
+    targets.extend(answer.iter().enumerate().map(|(i, t)| Target {
+        label: t.to_string(),
+        kind: "token_logprob".into(),
+        tokens: Some((i, i + 1)),
+    }));
+    AttributeReport {
+        schema: ATTRIBUTE_SCHEMA.into(),
+        input: input.into(),
+        prompt_format: "raw".into(),
+        answer: answer.concat(),
+        answer_tokens: answer
+            .iter()
+            .enumerate()
+            .map(|(i, t)| AnswerToken {
+                id: i as u32,
+                text: t.to_string(),
+            })
+            .collect(),
+        answer_source: "given".into(),
+        levels: [
+            ("token".to_string(), tokens.clone()),
+            ("word".to_string(), words),
+        ]
+        .into_iter()
+        .collect(),
+        attribution: Attribution {
+            schema: ATTRIBUTION_SCHEMA.into(),
+            model: "test-model".into(),
+            method: MethodInfo {
+                name: "gradient_x_input".into(),
+                params: serde_json::json!({}),
+                seed: None,
+            },
+            perturbation: "none (gradients)".into(),
+            units: tokens,
+            targets,
+            scores: TOKEN_SCORES.iter().map(|r| r.to_vec()).collect(),
+            std_errors: None,
+            value_full: vec![-2.0, -0.5, -0.7, -0.8],
+            value_empty: vec![-6.0, -2.0, -2.0, -2.0],
+            cost: Cost::default(),
+            diagnostics: serde_json::json!({}),
+        },
+        view: ViewSettings {
+            unit: "word".into(),
+            aggregate: Aggregation::Sum,
+        },
+    }
+}
+
+#[test]
+fn a_real_browser_shows_the_word_heatmap_and_the_source_by_token_table() {
+    let report = attribute_report();
+    let view = HeatmapView::new(&report, None, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("heatmap.html");
+    std::fs::write(&page, render_attribute_html(&view)).unwrap();
+    let dom = dump_dom(&page, "");
+
+    // Words are sums of their tokens: "Not" 0.6, " <b>bad</b>" 1.0, " at" -0.3, " all" 0.
+    let spans = tags_with(&dom, "class=\"u\"");
+    assert_eq!(spans.len(), 4, "{dom}");
+    for (tag, want) in spans.iter().zip([0.6, 1.0, -0.3, 0.0]) {
+        assert_eq!(attr(tag, "data-score"), format!("{want:.6}"));
+        let (r, g, b) = background(tag);
+        match want {
+            w if w > 0.0 => assert!(r == 255 && g < 255 && b < 255, "{tag}"),
+            w if w < 0.0 => assert!(b == 255 && r < 255 && g < 255, "{tag}"),
+            _ => assert_eq!((r, g, b), (255, 255, 255)),
+        }
+    }
+    assert!(
+        dom.contains("&lt;b&gt;bad&lt;/b&gt;"),
+        "the input's markup is shown as text"
+    );
+    // One row per word, one column per output token, shaded on each column's scale.
+    let table = &dom[dom.find("<table id=\"matrix\"").expect("a matrix")..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert_eq!(
+        table.matches("<tr>").count(),
+        1 + 4,
+        "header and four words"
+    );
+    let cells = tags_with(table, "<td data-score=");
+    assert_eq!(cells.len(), 4 * 3);
+    // Row " <b>bad</b>", column " It": 0.0 + 0.5.
+    assert_eq!(attr(cells[3], "data-score"), "0.500000");
+    assert_eq!(background(cells[3]).0, 255);
+    assert!(dom.contains("carr"), "the verbalization is on the page");
 }
