@@ -41,14 +41,16 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, RuntimeError> 
 }
 
 impl Model {
-    /// Logits `[tokens, vocab]` at every position of one sequence given by its input
+    /// Logits `[rows.len(), vocab]` at positions `rows` of one sequence given by its input
     /// embeddings `[tokens, hidden]` (see [`Model::embed`]), through differentiable operations:
     /// if `embeddings` is a candle `Var`, `backward()` on a function of the logits yields
-    /// gradients with respect to the input embeddings. Positions are `0..tokens`.
+    /// gradients with respect to the input embeddings. Positions are `0..tokens`. Asking only
+    /// for the rows a target reads skips the LM head (the largest matrix) everywhere else.
     pub fn forward_differentiable(
         &self,
         embeddings: &Tensor,
         mask: &AttentionMask,
+        rows: std::ops::Range<usize>,
     ) -> Result<Tensor, RuntimeError> {
         let cfg = self.config();
         let w = self.weights();
@@ -61,6 +63,11 @@ impl Model {
         }
         if len == 0 {
             return Err(RuntimeError::EmptyInput);
+        }
+        if rows.is_empty() || rows.end > len {
+            return Err(RuntimeError::InvalidRequest(format!(
+                "logit rows {rows:?} of a sequence of {len} tokens"
+            )));
         }
         if len > cfg.context_length {
             return Err(RuntimeError::ContextOverflow {
@@ -160,6 +167,7 @@ impl Model {
             }
             x = (x + m)?;
         }
+        let x = x.narrow(0, rows.start, rows.len())?;
         let h = rms_norm(&x, &w.final_norm, cfg.rms_norm_eps)?;
         let logits = w.lm_head.forward_tensor(&h)?;
         debug_assert_eq!(logits.dtype(), DType::F32);

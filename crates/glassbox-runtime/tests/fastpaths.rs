@@ -287,7 +287,7 @@ fn differentiable_path_gives_the_fast_path_logits() {
         )
         .unwrap();
         let slow = model
-            .forward_differentiable(&x, &AttentionMask::new())
+            .forward_differentiable(&x, &AttentionMask::new(), 0..ids.len())
             .unwrap()
             .to_vec2::<f32>()
             .unwrap();

@@ -37,9 +37,9 @@ fn check_gradient(model: &Model, text: &str, target_text: &str, eps: f32) {
     let x =
         Var::from_tensor(&Tensor::from_vec(e.data.clone(), (n, d), &Device::Cpu).unwrap()).unwrap();
     let logits = model
-        .forward_differentiable(x.as_tensor(), &AttentionMask::new())
+        .forward_differentiable(x.as_tensor(), &AttentionMask::new(), n - 1..n)
         .unwrap();
-    let last = logits.get(n - 1).unwrap();
+    let last = logits.get(0).unwrap();
     let logp = (last.get(target as usize).unwrap()
         - last.exp().unwrap().sum_all().unwrap().log().unwrap())
     .unwrap();

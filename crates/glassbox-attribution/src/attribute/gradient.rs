@@ -140,16 +140,22 @@ pub fn gradient_scores(
     let dims = targets.formulas.len();
     let mut cost = GradientCost::default();
     let units = input.units.clone();
+    // Only the rows predicting the answer feed any target.
+    let answer_rows = input.first..input.first + targets.answer.len();
 
     // Gradients of every target at `point` (rows of the input's tokens only).
     let mut grads_at = |point: &Tensor| -> Result<(Vec<Vec<f32>>, Vec<f64>), AttributionError> {
         let var = Var::from_tensor(point).map_err(candle)?;
-        let logits = model.forward_differentiable(var.as_tensor(), &AttentionMask::default())?;
+        let logits = model.forward_differentiable(
+            var.as_tensor(),
+            &AttentionMask::default(),
+            answer_rows.clone(),
+        )?;
         cost.forwards += 1;
         let mut grads = Vec::with_capacity(dims);
         let mut values = Vec::with_capacity(dims);
         for t in 0..dims {
-            let f = targets.on_logits(t, &logits, input.first).map_err(candle)?;
+            let f = targets.on_logits(t, &logits).map_err(candle)?;
             values.push(f.to_scalar::<f32>().map_err(candle)? as f64);
             let store = f.backward().map_err(candle)?;
             cost.backwards += 1;
@@ -320,11 +326,12 @@ fn values_only(
     targets: &Targets,
     first: usize,
 ) -> Result<Vec<f64>, AttributionError> {
-    let logits = model.forward_differentiable(&x.detach(), &AttentionMask::default())?;
+    let rows = first..first + targets.answer.len();
+    let logits = model.forward_differentiable(&x.detach(), &AttentionMask::default(), rows)?;
     let values = (0..targets.formulas.len())
         .map(|t| {
             targets
-                .on_logits(t, &logits, first)
+                .on_logits(t, &logits)
                 .and_then(|v| v.to_scalar::<f32>())
                 .map(|v| v as f64)
                 .map_err(candle)

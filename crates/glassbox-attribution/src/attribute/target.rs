@@ -247,15 +247,10 @@ impl Targets {
             .collect()
     }
 
-    /// Target `t` as a differentiable scalar of `logits: [tokens, vocab]`, where answer
-    /// position `j` is row `first + j`.
-    pub fn on_logits(
-        &self,
-        t: usize,
-        logits: &Tensor,
-        first: usize,
-    ) -> Result<Tensor, candle_core::Error> {
-        let row = |pos: usize| logits.get(first + pos);
+    /// Target `t` as a differentiable scalar of `logits: [answer positions, vocab]` (row `j`
+    /// predicts answer token `j`).
+    pub fn on_logits(&self, t: usize, logits: &Tensor) -> Result<Tensor, candle_core::Error> {
+        let row = |pos: usize| logits.get(pos);
         let logit = |pos: usize, token: u32| row(pos)?.get(token as usize);
         let log_prob = |pos: usize, token: u32| -> Result<Tensor, candle_core::Error> {
             let r = row(pos)?;
