@@ -195,6 +195,7 @@ impl Method {
             }
             Method::Lime { samples } => json!({
                 "samples": samples,
+                "bootstrap": BOOTSTRAP_RESAMPLES,
                 "keep_probability": 0.5,
                 "kernel": "exponential on cosine distance",
                 "kernel_width": lime::LIME_KERNEL_WIDTH,
@@ -350,6 +351,16 @@ mod tests {
             );
         }
         assert!(a.diagnostics["weighted_r2"][0].as_f64().unwrap() > 0.99);
+        // A noise-free additive game leaves nothing for the bootstrap to vary but the ridge
+        // shrinkage: small standard errors, one per unit.
+        let se = a.std_errors.as_ref().unwrap();
+        assert_eq!(se[0].len(), w.len());
+        assert!(
+            se[0]
+                .iter()
+                .all(|&e| e.is_finite() && (0.0..0.2).contains(&e)),
+            "{se:?}"
+        );
         assert_eq!(a.scores, lime(1).scores);
         assert_ne!(a.scores, lime(2).scores);
     }
