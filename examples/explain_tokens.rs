@@ -14,7 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let input = "The capital of France is";
     for method in ["loo", "kernel", "ig", "rollout"] {
-        let report = Explainer::new(&model).method(method)?.seed(1).explain(input)?;
+        let report = Explainer::new(&model)
+            .method(method)?
+            .seed(1)
+            .explain(input)?;
         let a = &report.attribution;
         println!(
             "{method:>8}: {} ({} evaluations, {:.2} s)",
