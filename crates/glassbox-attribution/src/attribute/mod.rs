@@ -526,7 +526,12 @@ pub fn attribute(
 ) -> Result<AttributeReport, AttributionError> {
     let prepared = prepare(model, request)?;
     let started = Instant::now();
-    let placeholder = gradient::special_token(model, false)?;
+    // The token standing in for dropped ones; the engine reads it only under the placeholder
+    // perturbation, so other runs do not need the vocabulary to have one.
+    let placeholder = match request.perturbation {
+        Perturbation::Placeholder => gradient::special_token(model, false)?,
+        Perturbation::Delete | Perturbation::AttentionBlock => 0,
+    };
     let token_owner: Vec<Option<usize>> = (0..prepared.units.ids.len()).map(Some).collect();
     let (units, estimate, cost) = match request.method {
         TokenMethod::Perturbation(method) => {
@@ -620,24 +625,12 @@ pub fn attribute(
     levels.insert("token".to_string(), prepared.units.tokens.clone());
     levels.insert("word".to_string(), prepared.units.words.clone());
     levels.insert("sentence".to_string(), prepared.units.sentences.clone());
-    let computed_level = units
-        .first()
-        .map_or("token".to_string(), |u| u.level.clone());
-    let view_unit = match (&request.unit, computed_level.as_str()) {
-        (UnitLevel::Spans(_), _) => "span".to_string(),
-        (level, _) => level.name().to_string(),
-    };
-    let params = match request.method {
-        TokenMethod::Perturbation(_) => estimate.params.clone(),
-        TokenMethod::Gradient(m) => m.params(),
-        TokenMethod::Attention(_) => estimate.params.clone(),
-    };
     let attribution = Attribution {
         schema: ATTRIBUTION_SCHEMA.into(),
         model: model.info().name.clone(),
         method: MethodInfo {
             name: request.method.name().into(),
-            params,
+            params: estimate.params,
             seed: request.method.is_sampled().then_some(request.seed),
         },
         perturbation: match request.method {
@@ -678,7 +671,7 @@ pub fn attribute(
         levels,
         attribution,
         view: ViewSettings {
-            unit: view_unit,
+            unit: request.unit.name().to_string(),
             aggregate: request.aggregate,
         },
     })
