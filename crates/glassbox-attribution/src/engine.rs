@@ -12,8 +12,11 @@
 //! - **Bounded memory**: coalitions are processed in chunks sized so the live KV caches stay
 //!   under a budget.
 //!
-//! The from-scratch path ([`Engine::from_scratch`]) re-renders and re-tokenizes each
-//! coalition's whole text; tests hold the two to the same values.
+//! Prompts are text cut into segments ([`Engine::new`], re-tokenized per coalition by the
+//! reference path) or token ids cut into runs ([`Engine::from_tokens`], where a unit is its
+//! ids). The engine reads the answer's log-probabilities, or logits of chosen tokens
+//! ([`Readout`]). The from-scratch path ([`Engine::from_scratch`]) builds each coalition's
+//! whole prompt and runs it alone; tests hold the two to the same values.
 
 use std::collections::HashMap;
 use std::time::Instant;

@@ -5,9 +5,12 @@
 //!
 //! - [`Coalition`]: a set of kept units;
 //! - [`Game`]: answers the values of coalitions (for several targets at once);
-//! - [`methods`]: exact and sampled Shapley values, Banzhaf, leave-one-out, KernelSHAP and a
-//!   ContextCite-style surrogate, each asking a game for values and nothing else;
-//! - the evaluation engine answers for a real model (memoized, prefix sharing, batched).
+//! - [`methods`]: exact and sampled Shapley values, Banzhaf, leave-one-out and n-gram
+//!   occlusion, KernelSHAP, LIME and a ContextCite-style surrogate, each asking a game for values
+//!   and nothing else;
+//! - the evaluation engine answers for a real model (memoized, prefix sharing, batched);
+//! - tasks built on them: [`cite`] (passages of a RAG prompt) and [`attribute`] (tokens, words
+//!   and sentences of any input, with gradient and attention methods besides perturbation).
 
 pub mod attribute;
 pub mod cite;
