@@ -2,8 +2,8 @@
 //! `glassbox attribute` — a small builder over [`AttributeRequest`].
 
 use glassbox_attribution::attribute::{
-    AnswerSpec, AttributeRequest, MethodOptions, PromptFormat, TargetSpec, TokenMethod, UnitLevel,
-    attribute,
+    AnswerSpec, AttributeRequest, InputTemplate, MethodOptions, PromptFormat, TargetSpec,
+    TokenMethod, UnitLevel, attribute,
 };
 use glassbox_attribution::{AttributionError, Perturbation};
 use glassbox_report::{Aggregation, AttributeReport};
@@ -33,6 +33,7 @@ impl<'m> Explainer<'m> {
             model,
             request: AttributeRequest {
                 input: String::new(),
+                template: InputTemplate::default(),
                 answer: AnswerSpec::NextToken,
                 target: TargetSpec::LogProb,
                 method: TokenMethod::parse("ig", &MethodOptions::default())
@@ -107,6 +108,7 @@ impl<'m> Explainer<'m> {
     pub fn explain(&self, input: &str) -> Result<AttributeReport, AttributionError> {
         let request = AttributeRequest {
             input: input.to_string(),
+            template: InputTemplate::default(),
             ..self.request.clone()
         };
         attribute(self.model, &request)

@@ -13,11 +13,15 @@
 //! # Ok::<(), glassbox::Error>(())
 //! ```
 
+pub mod evaluate;
 mod explainer;
 
 pub use explainer::Explainer;
 pub use glassbox_attribution as attribution;
+pub use glassbox_datasets as datasets;
+pub use glassbox_eval as eval;
 pub use glassbox_report as report;
+pub use glassbox_selfexplain as selfexplain;
 
 pub use glassbox_models::{
     self as models, Cache, DEFAULT_MODEL, Fetch, ModelFiles, NoProgress, Progress,

@@ -6,8 +6,8 @@ mod common;
 
 use common::model;
 use glassbox_attribution::attribute::{
-    AnswerSpec, AttributeRequest, Baseline, GradientMethod, MethodOptions, PromptFormat,
-    TargetSpec, TokenMethod, UnitLevel, attribute, prepare,
+    AnswerSpec, AttributeRequest, Baseline, GradientMethod, InputTemplate, MethodOptions,
+    PromptFormat, TargetSpec, TokenMethod, UnitLevel, attribute, prepare,
 };
 use glassbox_attribution::{Method, Perturbation};
 use glassbox_report::Aggregation;
@@ -16,6 +16,7 @@ use glassbox_runtime::{Capture, LogitsAt, Row, RowInput};
 fn request(input: &str, method: TokenMethod) -> AttributeRequest {
     AttributeRequest {
         input: input.into(),
+        template: InputTemplate::default(),
         answer: AnswerSpec::NextToken,
         target: TargetSpec::LogProb,
         method,

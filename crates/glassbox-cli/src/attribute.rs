@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use glassbox::attribution::Perturbation;
 use glassbox::attribution::attribute::{
-    AnswerSpec, AttributeRequest, Baseline, DEFAULT_GENERATE_TOKENS, MethodOptions, PromptFormat,
-    TargetSpec, TokenMethod, UnitLevel, attribute,
+    AnswerSpec, AttributeRequest, Baseline, DEFAULT_GENERATE_TOKENS, InputTemplate, MethodOptions,
+    PromptFormat, TargetSpec, TokenMethod, UnitLevel, attribute,
 };
 use glassbox::report::{
     Aggregation, AttributeReport, HeatmapView, render_attribute_html, render_attribute_terminal,
@@ -68,6 +68,10 @@ pub(crate) struct MethodArgs {
     /// token (placeholder), or block attention to it.
     #[arg(long, value_enum, default_value_t = PerturbationArg::Delete)]
     perturbation: PerturbationArg,
+    /// Fixed prompt text around the input, with `{input}` where the input goes (e.g.
+    /// $'Review: {input}\nSentiment:'); never a unit. Inside the user turn with --chat.
+    #[arg(long)]
+    template: Option<String>,
     /// Wrap the input in the model's chat template (user turn); the output is the assistant's.
     #[arg(long)]
     chat: bool,
@@ -120,6 +124,10 @@ impl MethodArgs {
         };
         Ok(AttributeRequest {
             input,
+            template: match &self.template {
+                Some(t) => InputTemplate::parse(t)?,
+                None => InputTemplate::default(),
+            },
             answer,
             target: TargetSpec::parse(target)?,
             method: TokenMethod::parse(&self.method, &options)?,

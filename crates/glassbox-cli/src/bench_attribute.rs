@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use clap::Args;
 use glassbox::attribution::Perturbation;
 use glassbox::attribution::attribute::{
-    AnswerSpec, AttributeRequest, MethodOptions, PromptFormat, TargetSpec, TokenMethod, UnitLevel,
-    attribute,
+    AnswerSpec, AttributeRequest, InputTemplate, MethodOptions, PromptFormat, TargetSpec,
+    TokenMethod, UnitLevel, attribute,
 };
 use glassbox::report::Aggregation;
 use serde::{Deserialize, Serialize};
@@ -101,6 +101,7 @@ pub(crate) fn run(args: AttributeBenchArgs, out: &Output) -> anyhow::Result<()> 
         for (name, method) in &methods {
             let request = AttributeRequest {
                 input: s.input.clone(),
+                template: InputTemplate::default(),
                 answer: AnswerSpec::NextToken,
                 target: TargetSpec::LogProb,
                 method: *method,

@@ -167,6 +167,22 @@ fn bad_input_exits_2_with_a_message() {
         "GGUF",
     );
 
+    // Errors are messages for the user: no backtrace even when the user's environment asks
+    // for them (candle records one in its errors then), one line, exit code 2.
+    let not_a_model = dir.path().join("not-a-model.gguf");
+    std::fs::write(&not_a_model, "this is a text file, not a model\n").unwrap();
+    for path in [&corrupt, &not_a_model] {
+        let out = Command::new(env!("CARGO_BIN_EXE_glassbox"))
+            .args(["generate", "--model", path.to_str().unwrap(), "hi"])
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        assert_exit(&out, 2, "GGUF");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        assert!(!stderr.contains("backtrace"), "{stderr}");
+    }
+
     // A prompt longer than the 8192-token context window.
     let long = dir.path().join("long.txt");
     std::fs::write(&long, "word ".repeat(9000)).unwrap();

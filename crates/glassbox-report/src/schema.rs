@@ -188,6 +188,24 @@ pub struct AttributeReport {
     /// Scores at the level the method ran on (gradient and attention methods: tokens).
     pub attribution: Attribution,
     pub view: ViewSettings,
+    /// What rebuilds the prompt and the targets, so the result can be re-scored on the model
+    /// (`glassbox evaluate`). Absent in results written by other tools or older versions;
+    /// those can be viewed and compared, not re-scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestRecord>,
+}
+
+/// The parts of an attribute request that are not in the rest of the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Fixed prompt text before the input (inside the chat template's user turn with `chat`).
+    pub before: String,
+    /// Fixed prompt text after the input.
+    pub after: String,
+    /// The system message of a chat prompt.
+    pub system: Option<String>,
+    /// The target as the user named it (`logprob`, `label: positive, negative`, ...).
+    pub target: String,
 }
 
 impl AttributeReport {

@@ -193,5 +193,6 @@ pub(crate) fn attribute_report() -> AttributeReport {
             unit: "word".into(),
             aggregate: Aggregation::Sum,
         },
+        request: None,
     }
 }

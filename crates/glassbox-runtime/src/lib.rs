@@ -120,7 +120,37 @@ pub enum RuntimeError {
         source: std::io::Error,
     },
     #[error("tensor computation failed: {0}")]
-    Candle(#[from] candle_core::Error),
+    Candle(candle_core::Error),
+}
+
+impl From<candle_core::Error> for RuntimeError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Candle(without_backtrace(e))
+    }
+}
+
+/// The error with candle's captured backtraces removed. Candle records one in the error itself
+/// whenever `RUST_BACKTRACE` is set, and prints it as part of the message; an error message is
+/// for the user, so only what went wrong (and its context) is kept. Panics keep theirs.
+pub(crate) fn without_backtrace(e: candle_core::Error) -> candle_core::Error {
+    use candle_core::Error;
+    match e {
+        Error::WithBacktrace { inner, .. } => without_backtrace(*inner),
+        Error::Context { inner, context } => Error::Context {
+            inner: Box::new(without_backtrace(*inner)),
+            context,
+        },
+        Error::WithPath { inner, path } => Error::WithPath {
+            inner: Box::new(without_backtrace(*inner)),
+            path,
+        },
+        other => other,
+    }
+}
+
+/// A candle error's message for the user, without a backtrace.
+pub(crate) fn candle_message(e: candle_core::Error) -> String {
+    without_backtrace(e).to_string()
 }
 
 impl RuntimeError {

@@ -7,12 +7,12 @@ use candle_core::quantized::gguf_file::Value;
 use glassbox_tokenizer::{ChatMessage, ChatTemplate, GgufVocab, Tokenizer};
 use serde::Serialize;
 
-use crate::RuntimeError;
 use crate::capture::{Array, Capture};
 use crate::config::ModelConfig;
 use crate::forward::{Row, RowOutput};
 use crate::linear::Linear;
 use crate::weights::{Embedding, GgufSource, SafetensorsSource, WeightMode, Weights, load_weights};
+use crate::{RuntimeError, candle_message};
 
 /// Options for loading a model.
 #[derive(Debug, Clone, Copy, Default)]
@@ -260,7 +260,7 @@ fn gguf_chat_template(
             let template = v.to_string().map_err(|e| RuntimeError::BadConfig {
                 origin: origin.to_string(),
                 key: "tokenizer.chat_template".into(),
-                message: e.to_string(),
+                message: candle_message(e),
             })?;
             Ok(Some(chat_template(template, tokenizer)?))
         }
@@ -312,14 +312,21 @@ fn gguf_vocab(md: &HashMap<String, Value>, origin: &str) -> Result<GgufVocab, Ru
     let array = |key: &str| -> Result<Option<&Vec<Value>>, RuntimeError> {
         match get(key) {
             None => Ok(None),
-            Some(v) => v.to_vec().map(Some).map_err(|e| bad(key, e.to_string())),
+            Some(v) => v
+                .to_vec()
+                .map(Some)
+                .map_err(|e| bad(key, candle_message(e))),
         }
     };
     let strings = |key: &str| -> Result<Option<Vec<String>>, RuntimeError> {
         array(key)?
             .map(|a| {
                 a.iter()
-                    .map(|v| v.to_string().cloned().map_err(|e| bad(key, e.to_string())))
+                    .map(|v| {
+                        v.to_string()
+                            .cloned()
+                            .map_err(|e| bad(key, candle_message(e)))
+                    })
                     .collect()
             })
             .transpose()
@@ -337,7 +344,7 @@ fn gguf_vocab(md: &HashMap<String, Value>, origin: &str) -> Result<GgufVocab, Ru
             a.iter()
                 .map(|v| {
                     v.to_f32()
-                        .map_err(|e| bad("tokenizer.ggml.scores", e.to_string()))
+                        .map_err(|e| bad("tokenizer.ggml.scores", candle_message(e)))
                 })
                 .collect::<Result<Vec<f32>, _>>()
         })
@@ -347,7 +354,7 @@ fn gguf_vocab(md: &HashMap<String, Value>, origin: &str) -> Result<GgufVocab, Ru
             a.iter()
                 .map(|v| {
                     v.to_i32()
-                        .map_err(|e| bad("tokenizer.ggml.token_type", e.to_string()))
+                        .map_err(|e| bad("tokenizer.ggml.token_type", candle_message(e)))
                 })
                 .collect::<Result<Vec<i32>, _>>()
         })

@@ -16,9 +16,9 @@ use candle_core::{DType, Device};
 use glassbox_kernels::PackedMatrix;
 use serde::Serialize;
 
-use crate::RuntimeError;
 use crate::config::{Architecture, ModelConfig, NormPlacement};
 use crate::linear::Linear;
+use crate::{RuntimeError, candle_message};
 
 /// How weights are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -167,7 +167,7 @@ impl GgufSource {
         let mut reader = BufReader::new(file);
         let content = gguf_file::Content::read(&mut reader).map_err(|e| RuntimeError::BadGguf {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: candle_message(e),
         })?;
         for (name, info) in &content.tensor_infos {
             let dtype = info.ggml_dtype;
@@ -232,7 +232,7 @@ impl TensorSource for GgufSource {
             .tensor(&mut self.reader, name, &Device::Cpu)
             .map_err(|e| RuntimeError::BadGguf {
                 path: self.path.clone(),
-                message: format!("tensor {name}: {e}"),
+                message: format!("tensor {name}: {}", candle_message(e)),
             })
     }
 }
@@ -262,7 +262,7 @@ impl SafetensorsSource {
         let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }
             .map_err(|e| RuntimeError::BadWeights {
                 origin: dir.display().to_string(),
-                message: e.to_string(),
+                message: candle_message(e),
             })?;
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -300,7 +300,7 @@ impl TensorSource for SafetensorsSource {
             .load(name, &Device::Cpu)
             .map_err(|e| RuntimeError::BadWeights {
                 origin: self.dir.display().to_string(),
-                message: format!("{name}: {e}"),
+                message: format!("{name}: {}", candle_message(e)),
             })?;
         Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
     }

@@ -388,7 +388,7 @@ fn dot(a: &[f32], b: &[f32]) -> f64 {
 }
 
 fn candle(e: candle_core::Error) -> AttributionError {
-    AttributionError::Runtime(glassbox_runtime::RuntimeError::Candle(e))
+    AttributionError::Runtime(glassbox_runtime::RuntimeError::from(e))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 
 mod attention;
 mod gradient;
+mod rescore;
 mod target;
 mod units;
 
@@ -21,12 +22,13 @@ use std::time::Instant;
 
 use glassbox_report::{
     ATTRIBUTE_SCHEMA, ATTRIBUTION_SCHEMA, Aggregation, AnswerToken, AttributeReport, Attribution,
-    Cost, MethodInfo, Target, ViewSettings,
+    Cost, MethodInfo, RequestRecord, Target, ViewSettings,
 };
 use glassbox_runtime::{Capture, GenerateOptions, LogitsAt, Model, Row, Sampling, argmax};
 
 pub use attention::{AttentionMethod, attention_rows};
 pub use gradient::{Baseline, GradientMethod};
+pub use rescore::Rescorer;
 pub use target::{Formula, TARGET_KINDS, TargetSpec, Targets};
 pub use units::{InputUnits, UNIT_LEVELS, UnitLevel};
 
@@ -198,10 +200,45 @@ impl PromptFormat {
     }
 }
 
+/// Fixed text around the input inside the prompt, never a unit: a classification prompt's
+/// `Review: ` before the text and `\nSentiment:` after it. With a chat prompt it sits inside
+/// the user's turn.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InputTemplate {
+    pub before: String,
+    pub after: String,
+}
+
+impl InputTemplate {
+    /// The placeholder that marks where the input goes in a template.
+    pub const PLACEHOLDER: &'static str = "{input}";
+
+    /// A template written as one string with `{input}` once, e.g.
+    /// `"Review: {input}\nSentiment:"`.
+    pub fn parse(template: &str) -> Result<Self, AttributionError> {
+        match template.split_once(Self::PLACEHOLDER) {
+            Some((before, after)) if !after.contains(Self::PLACEHOLDER) => Ok(Self {
+                before: before.to_string(),
+                after: after.to_string(),
+            }),
+            Some(_) => Err(AttributionError::BadInput(format!(
+                "the template has `{}` more than once",
+                Self::PLACEHOLDER
+            ))),
+            None => Err(AttributionError::BadInput(format!(
+                "the template has no `{}` placeholder for the input",
+                Self::PLACEHOLDER
+            ))),
+        }
+    }
+}
+
 /// Everything `attribute` needs besides the model.
 #[derive(Debug, Clone)]
 pub struct AttributeRequest {
     pub input: String,
+    /// Fixed text around the input (empty: the input alone).
+    pub template: InputTemplate,
     pub answer: AnswerSpec,
     pub target: TargetSpec,
     pub method: TokenMethod,
@@ -247,10 +284,11 @@ fn frame(model: &Model, request: &AttributeRequest) -> Result<Frame, Attribution
             .map_err(glassbox_runtime::RuntimeError::from)?
             .ids)
     };
+    let InputTemplate { before, after } = &request.template;
     match request.format {
         PromptFormat::Raw => Ok(Frame {
-            before: vec![document_start(model)?],
-            after: Vec::new(),
+            before: [vec![document_start(model)?], encode(before)?].concat(),
+            after: encode(after)?,
         }),
         PromptFormat::Chat => {
             if !model.has_chat_template() {
@@ -259,10 +297,10 @@ fn frame(model: &Model, request: &AttributeRequest) -> Result<Frame, Attribution
                 )
                 .into());
             }
-            let (before, after, _) = crate::cite::chat_frame(model, request.system.as_deref())?;
+            let (head, tail, _) = crate::cite::chat_frame(model, request.system.as_deref())?;
             Ok(Frame {
-                before: encode(&before)?,
-                after: encode(&after)?,
+                before: [encode(&head)?, encode(before)?].concat(),
+                after: [encode(after)?, encode(&tail)?].concat(),
             })
         }
     }
@@ -346,13 +384,6 @@ fn answer_tokens(
             _ => (vec![argmax(&next_logits()?)], "predicted"),
         },
     };
-    if prompt.len() + answer.len() - 1 > window {
-        return Err(glassbox_runtime::RuntimeError::ContextOverflow {
-            tokens: prompt.len() + answer.len() - 1,
-            window,
-        }
-        .into());
-    }
     Ok((answer, source))
 }
 
@@ -504,10 +535,30 @@ impl Prepared {
 
 /// Validates a request, tokenizes the input and fixes the answer and targets.
 pub fn prepare(model: &Model, request: &AttributeRequest) -> Result<Prepared, AttributionError> {
+    prepare_with(model, request, None)
+}
+
+/// [`prepare`], with the answer's tokens given (a saved result's) instead of found anew.
+fn prepare_with(
+    model: &Model,
+    request: &AttributeRequest,
+    answer: Option<(Vec<u32>, &'static str)>,
+) -> Result<Prepared, AttributionError> {
     let units = InputUnits::new(model, &request.input)?;
     let Frame { before, after } = frame(model, request)?;
     let prompt = [&before[..], &units.ids, &after].concat();
-    let (answer, answer_source) = answer_tokens(model, request, &prompt)?;
+    let (answer, answer_source) = match answer {
+        Some(given) => given,
+        None => answer_tokens(model, request, &prompt)?,
+    };
+    let window = model.config().context_length;
+    if prompt.len() + answer.len() > window + 1 {
+        return Err(glassbox_runtime::RuntimeError::ContextOverflow {
+            tokens: prompt.len() + answer.len() - 1,
+            window,
+        }
+        .into());
+    }
     let targets = targets(model, &request.target, &answer)?;
     Ok(Prepared {
         units,
@@ -532,7 +583,6 @@ pub fn attribute(
         Perturbation::Placeholder => gradient::special_token(model, false)?,
         Perturbation::Delete | Perturbation::AttentionBlock => 0,
     };
-    let token_owner: Vec<Option<usize>> = (0..prepared.units.ids.len()).map(Some).collect();
     let (units, estimate, cost) = match request.method {
         TokenMethod::Perturbation(method) => {
             let (units, owner) = prepared.units.at(&request.unit, &request.input)?;
@@ -565,7 +615,7 @@ pub fn attribute(
             };
             let (mut estimate, runs) =
                 gradient::gradient_scores(model, &input, &prepared.targets, method, request.seed)?;
-            estimate.value_empty = full_and_removed(model, &prepared, &token_owner, placeholder)?.1;
+            estimate.value_empty = full_values(model, &prepared)?.1;
             if let serde_json::Value::Object(d) = &mut estimate.diagnostics {
                 d.insert("backward_passes".into(), runs.backwards.into());
             }
@@ -602,7 +652,7 @@ pub fn attribute(
                         .collect(),
                 })
                 .collect();
-            let values = full_and_removed(model, &prepared, &token_owner, placeholder)?;
+            let values = full_values(model, &prepared)?;
             let estimate = Estimate {
                 scores,
                 std_errors: None,
@@ -621,10 +671,6 @@ pub fn attribute(
             (prepared.units.tokens.clone(), estimate, cost)
         }
     };
-    let mut levels = BTreeMap::new();
-    levels.insert("token".to_string(), prepared.units.tokens.clone());
-    levels.insert("word".to_string(), prepared.units.words.clone());
-    levels.insert("sentence".to_string(), prepared.units.sentences.clone());
     let attribution = Attribution {
         schema: ATTRIBUTION_SCHEMA.into(),
         model: model.info().name.clone(),
@@ -650,6 +696,21 @@ pub fn attribute(
         },
         diagnostics: estimate.diagnostics,
     };
+    report(model, request, &prepared, attribution)
+}
+
+/// The report of an attribution of a prepared request: the attribution with the input's
+/// units at every level, the answer, and what it takes to re-score it.
+pub fn report(
+    model: &Model,
+    request: &AttributeRequest,
+    prepared: &Prepared,
+    attribution: Attribution,
+) -> Result<AttributeReport, AttributionError> {
+    let mut levels = BTreeMap::new();
+    levels.insert("token".to_string(), prepared.units.tokens.clone());
+    levels.insert("word".to_string(), prepared.units.words.clone());
+    levels.insert("sentence".to_string(), prepared.units.sentences.clone());
     let answer_tokens = prepared
         .answer
         .iter()
@@ -674,6 +735,12 @@ pub fn attribute(
             unit: request.unit.name().to_string(),
             aggregate: request.aggregate,
         },
+        request: Some(RequestRecord {
+            before: request.template.before.clone(),
+            after: request.template.after.clone(),
+            system: request.system.clone(),
+            target: request.target.spec(),
+        }),
     })
 }
 
@@ -684,14 +751,12 @@ fn sequence(p: &Prepared) -> Vec<u32> {
     ids
 }
 
-/// Target values with the whole input and with every input token deleted.
-fn full_and_removed(
-    model: &Model,
-    p: &Prepared,
-    owner: &[Option<usize>],
-    placeholder: u32,
-) -> Result<(Vec<f64>, Vec<f64>), AttributionError> {
-    let mut engine = p.engine(model, owner, Perturbation::Delete, placeholder)?;
+/// A prepared request's target values with the whole input and with every input token
+/// deleted (one batched pass).
+pub fn full_values(model: &Model, p: &Prepared) -> Result<(Vec<f64>, Vec<f64>), AttributionError> {
+    let owner: Vec<Option<usize>> = (0..p.units.ids.len()).map(Some).collect();
+    // Deleting needs no placeholder token.
+    let mut engine = p.engine(model, &owner, Perturbation::Delete, 0)?;
     let n = engine.units();
     let r = engine.readouts(&[Coalition::full(n), Coalition::empty(n)])?;
     Ok((p.targets.from_readout(&r[0]), p.targets.from_readout(&r[1])))

@@ -80,6 +80,17 @@ impl TargetSpec {
         }
     }
 
+    /// The target written as [`TargetSpec::parse`] reads it (spaces inside names kept).
+    pub fn spec(&self) -> String {
+        match self {
+            TargetSpec::Prob => "prob".into(),
+            TargetSpec::LogProb => "logprob".into(),
+            TargetSpec::Logit => "logit".into(),
+            TargetSpec::Contrast(a, b) => format!("contrast:{a},{b}"),
+            TargetSpec::Label(labels) => format!("label:{}", labels.join(",")),
+        }
+    }
+
     /// Whether the target is about the next token only (contrasts and labels).
     pub fn next_token_only(&self) -> bool {
         matches!(self, TargetSpec::Contrast(..) | TargetSpec::Label(_))
