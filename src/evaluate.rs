@@ -88,7 +88,7 @@ pub fn default_unit(report: &AttributeReport) -> Result<UnitLevel, EvaluateError
 
 /// The target evaluated unless one is named: for a verbalizer (label) target, the label the
 /// model predicted; otherwise the first target.
-fn default_target(report: &AttributeReport) -> usize {
+pub fn default_target(report: &AttributeReport) -> usize {
     let targets = &report.attribution.targets;
     if targets.iter().all(|t| t.kind == "label_prob") {
         let predicted = report.answer.trim();
@@ -105,11 +105,24 @@ pub fn evaluate(
     report: &AttributeReport,
     options: &EvaluateOptions,
 ) -> Result<Evaluation, EvaluateError> {
-    let started = Instant::now();
     let unit = match &options.unit {
         Some(u) => u.clone(),
         None => default_unit(report)?,
     };
+    let mut rescorer = Rescorer::new(model, report, &unit, options.perturbation.clone())?;
+    evaluate_with(&mut rescorer, &unit, report, options)
+}
+
+/// [`evaluate`] on a rescorer made for `report`'s input and `unit` (shared by several
+/// explanations of one input, so coalitions they have in common are evaluated once).
+pub fn evaluate_with(
+    rescorer: &mut Rescorer,
+    unit: &UnitLevel,
+    report: &AttributeReport,
+    options: &EvaluateOptions,
+) -> Result<Evaluation, EvaluateError> {
+    let started = Instant::now();
+    let before = rescorer.stats().clone();
     let targets = &report.attribution.targets;
     let t = options.target.unwrap_or_else(|| default_target(report));
     if t >= targets.len() {
@@ -119,13 +132,17 @@ pub fn evaluate(
             targets.len() - 1
         )));
     }
-    let attribution = match &unit {
+    if rescorer.targets() != targets.as_slice() {
+        return Err(EvaluateError::BadInput(
+            "the explanation's targets are not those of the prompt being re-scored".into(),
+        ));
+    }
+    let attribution = match unit {
         UnitLevel::Spans(_) => report.attribution.clone(),
         level => report
             .regrouped(level.name(), Aggregation::Sum)
             .map_err(|e| EvaluateError::BadInput(e.to_string()))?,
     };
-    let mut rescorer = Rescorer::new(model, report, &unit, options.perturbation.clone())?;
     let same_units = rescorer.units().len() == attribution.units.len()
         && rescorer
             .units()
@@ -169,7 +186,7 @@ pub fn evaluate(
     let s = rescorer.stats();
     Ok(Evaluation {
         schema: EVALUATION_SCHEMA.into(),
-        model: model.info().name.clone(),
+        model: report.attribution.model.clone(),
         explainer: report.attribution.method.name.clone(),
         input: report.input.clone(),
         unit: unit.name().into(),
@@ -177,11 +194,13 @@ pub fn evaluate(
         target,
         n_units: n,
         results,
+        // This explanation's share: what the rescorer did for it (coalitions it shares with
+        // explanations evaluated earlier on the same rescorer were free).
         cost: Cost {
-            evaluations: s.evaluations,
-            forward_passes: s.forward_passes,
-            tokens: s.tokens,
-            tokens_from_scratch: s.tokens_from_scratch,
+            evaluations: s.evaluations - before.evaluations,
+            forward_passes: s.forward_passes - before.forward_passes,
+            tokens: s.tokens - before.tokens,
+            tokens_from_scratch: s.tokens_from_scratch - before.tokens_from_scratch,
             seconds: started.elapsed().as_secs_f64(),
         },
     })

@@ -32,6 +32,10 @@ enum BenchWhat {
     /// Token-level attribution on 20 sentences: every method's time, evaluations and passes,
     /// and integrated gradients' peak memory.
     Attribute(crate::bench_attribute::AttributeBenchArgs),
+    /// The self-explanation study on VADER's polar movie snippets: accuracy per framing, parse
+    /// success per protocol, faithfulness, plausibility and agreement of self-explanations and
+    /// attribution methods.
+    SelfExplain(crate::bench_selfexplain::SelfExplainBenchArgs),
 }
 
 impl BenchCommand {
@@ -39,6 +43,7 @@ impl BenchCommand {
         match self.what {
             Some(BenchWhat::Cite(args)) => crate::bench_cite::run(args, out),
             Some(BenchWhat::Attribute(args)) => crate::bench_attribute::run(args, out),
+            Some(BenchWhat::SelfExplain(args)) => crate::bench_selfexplain::run(args, out),
             None => run(self.runtime, out),
         }
     }

@@ -8,7 +8,9 @@ mod attribute;
 mod bench;
 mod bench_attribute;
 mod bench_cite;
+mod bench_selfexplain;
 mod cite;
+mod faithfulness;
 mod input;
 mod models;
 mod progress;
@@ -56,6 +58,14 @@ enum Command {
     Attribute(attribute::AttributeArgs),
     /// `attribute` over a JSONL file of examples, one JSON result per line.
     AttributeDataset(attribute::DatasetArgs),
+    /// The model classifies a text and explains its own prediction (elicited, parsed, saved as
+    /// an attribution that `evaluate`, `compare` and `view` take like any other).
+    SelfExplain(faithfulness::SelfExplainArgs),
+    /// Faithfulness of a saved explanation, re-scored on the model: comprehensiveness,
+    /// sufficiency (AOPC modes), decision flip, RankDel, top-k drop, infidelity, contrastive.
+    Evaluate(faithfulness::EvaluateArgs),
+    /// Agreement of two saved explanations of one input (top-k, rank, sign, correlations).
+    Compare(faithfulness::CompareArgs),
     /// Re-render a saved result (terminal or HTML).
     View(view::ViewArgs),
     /// List methods, targets, units, perturbations or capture points, with one-line
@@ -76,6 +86,8 @@ enum ListWhat {
     Units,
     Perturbations,
     Hooks,
+    Metrics,
+    Protocols,
 }
 
 /// A problem with what the user gave that the CLI itself detects (exit code 2).
@@ -138,6 +150,9 @@ fn main() -> ExitCode {
         Command::Cite(args) => cite::run(args, &out),
         Command::Attribute(args) => attribute::run(args, &out),
         Command::AttributeDataset(args) => attribute::run_dataset(args, &out),
+        Command::SelfExplain(args) => faithfulness::run_self_explain(args, &out),
+        Command::Evaluate(args) => faithfulness::run_evaluate(args, &out),
+        Command::Compare(args) => faithfulness::run_compare(args, &out),
         Command::View(args) => view::view(args, &out),
         Command::List { what } => list(what, &out),
         Command::Bench(cmd) => cmd.run(&out),
@@ -164,6 +179,8 @@ fn list(what: ListWhat, out: &Output) -> anyhow::Result<()> {
         ListWhat::Units => UNIT_LEVELS.to_vec(),
         ListWhat::Perturbations => glassbox::attribution::PERTURBATIONS.to_vec(),
         ListWhat::Hooks => glassbox::runtime::HOOK_NAMES.to_vec(),
+        ListWhat::Metrics => glassbox::eval::METRICS.to_vec(),
+        ListWhat::Protocols => glassbox::selfexplain::task::PROTOCOL_DESCRIPTIONS.to_vec(),
     };
     if out.json {
         let map: serde_json::Map<String, serde_json::Value> = entries
@@ -194,6 +211,16 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             || cause
                 .downcast_ref::<glassbox::attribution::AttributionError>()
                 .is_some_and(|a| a.is_input_error())
+            || cause
+                .downcast_ref::<glassbox::selfexplain::SelfExplainError>()
+                .is_some_and(|s| s.is_input_error())
+            || cause
+                .downcast_ref::<glassbox::evaluate::EvaluateError>()
+                .is_some_and(|e| e.is_input_error())
+            || cause.downcast_ref::<glassbox::eval::EvalError>().is_some()
+            || cause
+                .downcast_ref::<glassbox::datasets::DatasetError>()
+                .is_some_and(|d| d.is_input_error())
     });
     if input { 2 } else { 1 }
 }

@@ -36,6 +36,26 @@ pub const BUILTIN_PROTOCOLS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The built-in protocols with what they ask (for `glassbox list protocols`).
+pub const PROTOCOL_DESCRIPTIONS: &[(&str, &str)] = &[
+    (
+        "topk-predict-then-explain",
+        "the answer opens with the model's prediction; it then lists the k words that made it decide",
+    ),
+    (
+        "topk-explain-then-predict",
+        "the model lists the k most important words, then writes its label (read back and compared)",
+    ),
+    (
+        "scores-predict-then-explain",
+        "after its prediction the model scores every word in [-1, 1] towards the first label",
+    ),
+    (
+        "scores-explain-then-predict",
+        "the model scores every word in [-1, 1], then writes its label",
+    ),
+];
+
 /// The protocol used unless another is named.
 pub const DEFAULT_PROTOCOL: &str = "topk-predict-then-explain";
 

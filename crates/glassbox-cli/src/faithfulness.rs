@@ -1,0 +1,308 @@
+//! `glassbox self-explain` (the model explains its own prediction), `glassbox evaluate`
+//! (faithfulness metrics of a saved explanation, re-scored on the model) and `glassbox compare`
+//! (agreement of two saved explanations, no model needed).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use glassbox::attribution::Perturbation;
+use glassbox::attribution::attribute::UnitLevel;
+use glassbox::eval::MetricRequest;
+use glassbox::eval::agreement::agreement;
+use glassbox::evaluate::{EvaluateOptions, Evaluation, evaluate};
+use glassbox::report::{Aggregation, AttributeReport};
+use glassbox::selfexplain::{Protocol, Task, elicit::DEFAULT_MAX_TOKENS, self_explain};
+
+use crate::input::{ModelArgs, check_output, read_text};
+use crate::{Output, UsageError};
+
+/// The metrics `evaluate` computes unless told otherwise.
+pub(crate) const DEFAULT_METRICS: &str =
+    "comprehensiveness:eraser,sufficiency:eraser,comprehensiveness:cumulative,decision_flip,rankdel";
+
+#[derive(Args)]
+pub(crate) struct SelfExplainArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The text to classify and explain (or --input-file).
+    #[arg(long, short, required_unless_present = "input_file")]
+    input: Option<String>,
+    #[arg(long, conflicts_with = "input")]
+    input_file: Option<PathBuf>,
+    /// A built-in task (sentiment) or a task file (prompts/tasks/*.toml).
+    #[arg(long, default_value = "sentiment")]
+    task: String,
+    /// The task's framing the model classifies with (default: the task's default).
+    #[arg(long)]
+    framing: Option<String>,
+    /// How the explanation is asked for: topk-predict-then-explain, topk-explain-then-predict,
+    /// scores-predict-then-explain, scores-explain-then-predict, or a protocol file.
+    #[arg(long, default_value = glassbox::selfexplain::task::DEFAULT_PROTOCOL)]
+    protocol: String,
+    /// Longest self-explanation generated.
+    #[arg(long, default_value_t = DEFAULT_MAX_TOKENS)]
+    max_tokens: usize,
+    /// Write the result (a `glassbox.attribute/1` report, re-scorable by `evaluate`) here.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Write a self-contained HTML heatmap of the self-explanation here.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    #[arg(long)]
+    force: bool,
+    #[arg(long)]
+    plain: bool,
+}
+
+pub(crate) fn run_self_explain(args: SelfExplainArgs, out: &Output) -> anyhow::Result<()> {
+    for path in [&args.output, &args.html].into_iter().flatten() {
+        check_output(path, args.force)?;
+    }
+    let input = match (&args.input, &args.input_file) {
+        (Some(text), None) => text.clone(),
+        (None, Some(path)) => read_text(path)?,
+        _ => unreachable!("clap requires exactly one"),
+    };
+    let task = Task::load(&args.task)?;
+    let (_, framing) = task.framing(args.framing.as_deref())?;
+    let protocol = Protocol::load(&args.protocol)?;
+    let model = args.model.load()?;
+    let bar = crate::progress::spinner("asking the model to explain itself");
+    let result = self_explain(&model, &task, framing, &protocol, &input, args.max_tokens)?;
+    bar.finish_and_clear();
+    if let Some(path) = &args.output {
+        write(path, &serde_json::to_string_pretty(&result.report)?)?;
+    }
+    if !out.json {
+        let c = &result.classification;
+        let probs: Vec<String> = task
+            .label_names
+            .iter()
+            .zip(&c.probs)
+            .map(|(l, p)| format!("{l} {p:.3}"))
+            .collect();
+        println!(
+            "prediction: {} ({})",
+            task.label_names[c.label],
+            probs.join(", ")
+        );
+        if let Some(stated) = result.stated_label {
+            println!("label written after explaining: {}", task.label_names[stated]);
+        }
+        println!("protocol: {} v{}", protocol.name, protocol.version);
+        println!("the model's answer: {:?}", result.parsed.raw);
+        println!("parse: {}", serde_json::to_string(&result.parsed.status)?);
+        if !result.parsed.unmatched.is_empty() {
+            println!("not in the input: {}", result.parsed.unmatched.join(", "));
+        }
+        if !result.parsed.is_usable() {
+            println!("(the answer could not be read as an explanation; its scores are not one)");
+        }
+        println!();
+    }
+    crate::attribute::show(
+        &result.report,
+        None,
+        None,
+        args.html.as_deref(),
+        args.plain,
+        out,
+    )
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+enum PerturbationArg {
+    Delete,
+    Placeholder,
+    AttentionBlock,
+}
+
+#[derive(Args)]
+pub(crate) struct EvaluateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// A result saved by `glassbox attribute` or `glassbox self-explain` (`--output`).
+    result: PathBuf,
+    /// Comma-separated metrics (see `glassbox list metrics`), e.g.
+    /// comprehensiveness:ferret,sufficiency:cumulative,decision_flip:frac,topk_drop:3.
+    #[arg(long, default_value = DEFAULT_METRICS)]
+    metrics: String,
+    /// Units removed (default: the result's view unit); finer scores are summed into them.
+    #[arg(long)]
+    unit: Option<String>,
+    /// How a removed unit is removed.
+    #[arg(long, value_enum, default_value_t = PerturbationArg::Delete)]
+    perturbation: PerturbationArg,
+    /// The target evaluated, by index (default: the predicted label, or the first target).
+    #[arg(long)]
+    target: Option<usize>,
+    /// Seed of metrics with random removals (infidelity).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write the evaluation JSON here.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    #[arg(long)]
+    force: bool,
+}
+
+/// Parses a comma-separated metric list.
+pub(crate) fn parse_metrics(list: &str) -> anyhow::Result<Vec<MetricRequest>> {
+    let metrics = list
+        .split(',')
+        .filter(|m| !m.trim().is_empty())
+        .map(MetricRequest::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    if metrics.is_empty() {
+        return Err(UsageError("--metrics names no metric".into()).into());
+    }
+    Ok(metrics)
+}
+
+fn read_report(path: &Path) -> anyhow::Result<AttributeReport> {
+    let text = read_text(path)?;
+    AttributeReport::from_json(&text)
+        .map_err(|e| UsageError(format!("{}: {e}", path.display())).into())
+}
+
+pub(crate) fn run_evaluate(args: EvaluateArgs, out: &Output) -> anyhow::Result<()> {
+    if let Some(path) = &args.output {
+        check_output(path, args.force)?;
+    }
+    let report = read_report(&args.result)?;
+    let options = EvaluateOptions {
+        metrics: parse_metrics(&args.metrics)?,
+        unit: args.unit.as_deref().map(UnitLevel::parse).transpose()?,
+        perturbation: match args.perturbation {
+            PerturbationArg::Delete => Perturbation::Delete,
+            PerturbationArg::Placeholder => Perturbation::Placeholder,
+            PerturbationArg::AttentionBlock => Perturbation::AttentionBlock,
+        },
+        target: args.target,
+        seed: args.seed,
+    };
+    let model = args.model.load()?;
+    let bar = crate::progress::spinner("re-scoring");
+    let evaluation = evaluate(&model, &report, &options)?;
+    bar.finish_and_clear();
+    if let Some(path) = &args.output {
+        write(path, &serde_json::to_string_pretty(&evaluation)?)?;
+    }
+    if out.json {
+        return out.print_json(&evaluation);
+    }
+    print!("{}", render_evaluation(&evaluation));
+    Ok(())
+}
+
+/// One line per metric: value, direction, what it cost.
+fn render_evaluation(e: &Evaluation) -> String {
+    let mut s = format!(
+        "{} on {:?}\n{} {} units, removed by {}; target {}\n\n",
+        e.explainer, e.input, e.n_units, e.unit, e.perturbation, e.target
+    );
+    for r in &e.results {
+        let value = match (r.value, &r.undefined) {
+            (Some(v), _) => format!("{v:>9.4}"),
+            (None, Some(why)) => format!("undefined ({why})"),
+            (None, None) => "undefined".into(),
+        };
+        s.push_str(&format!(
+            "{:<32} {} {}  ({} evaluations)\n",
+            r.spec,
+            r.direction.arrow(),
+            value,
+            r.evaluations
+        ));
+    }
+    s.push_str(&format!(
+        "\n{} distinct inputs in {} batched passes, {} tokens ({} from scratch), {:.2} s\n",
+        e.cost.evaluations,
+        e.cost.forward_passes,
+        e.cost.tokens,
+        e.cost.tokens_from_scratch,
+        e.cost.seconds
+    ));
+    s
+}
+
+#[derive(Args)]
+pub(crate) struct CompareArgs {
+    /// Two results of the same input (`glassbox attribute`/`self-explain` `--output`, or any
+    /// file in the `glassbox.attribute/1` schema).
+    a: PathBuf,
+    b: PathBuf,
+    /// Compare per token, word or sentence (default: word); finer scores are summed.
+    #[arg(long, default_value = "word")]
+    unit: String,
+    /// The target compared, by index (default 0 in each).
+    #[arg(long, default_value_t = 0)]
+    target: usize,
+    /// Top-k size of the set-based measures (default: 20% of the units, at least 1).
+    #[arg(long)]
+    k: Option<usize>,
+}
+
+pub(crate) fn run_compare(args: CompareArgs, out: &Output) -> anyhow::Result<()> {
+    let (a, b) = (read_report(&args.a)?, read_report(&args.b)?);
+    if a.input != b.input {
+        return Err(UsageError("the two results explain different inputs".into()).into());
+    }
+    let regroup = |r: &AttributeReport| {
+        r.regrouped(&args.unit, Aggregation::Sum)
+            .map_err(|e| UsageError(e.to_string()))
+    };
+    let (ra, rb) = (regroup(&a)?, regroup(&b)?);
+    if ra.units != rb.units {
+        return Err(UsageError(format!(
+            "the results cut the input into different {} units (different tokenizers?)",
+            args.unit
+        ))
+        .into());
+    }
+    for (r, path) in [(&ra, &args.a), (&rb, &args.b)] {
+        if args.target >= r.targets.len() {
+            return Err(UsageError(format!(
+                "{} has {} targets; --target {} does not exist",
+                path.display(),
+                r.targets.len(),
+                args.target
+            ))
+            .into());
+        }
+    }
+    let result = agreement(&ra.scores[args.target], &rb.scores[args.target], args.k)?;
+    if out.json {
+        return out.print_json(&serde_json::json!({
+            "a": a.attribution.method.name,
+            "b": b.attribution.method.name,
+            "unit": args.unit,
+            "target": args.target,
+            "agreement": result,
+        }));
+    }
+    println!(
+        "{} vs {} on {} {} units (k = {})",
+        a.attribution.method.name, b.attribution.method.name, result.n_units, args.unit, result.k
+    );
+    let opt = |v: Option<f64>| v.map_or("undefined".to_string(), |v| format!("{v:.3}"));
+    for (name, value) in [
+        ("feature agreement@k", format!("{:.3}", result.feature_agreement)),
+        ("rank agreement@k", format!("{:.3}", result.rank_agreement)),
+        ("sign agreement@k", format!("{:.3}", result.sign_agreement)),
+        ("signed-rank agreement@k", format!("{:.3}", result.signed_rank_agreement)),
+        ("IOU@k", format!("{:.3}", result.iou)),
+        ("Spearman", opt(result.spearman)),
+        ("Kendall tau-b", opt(result.kendall_tau_b)),
+        ("pairwise rank agreement", opt(result.pairwise_rank_agreement)),
+        ("Pearson", opt(result.pearson)),
+    ] {
+        println!("{name:<26} {value}");
+    }
+    Ok(())
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
