@@ -58,7 +58,8 @@ impl Lexicon {
     /// VADER instead keeps a token unstripped whenever stripping leaves two characters or
     /// fewer, which misses short words like `ok,`.
     pub fn valence(&self, word: &str) -> Option<f64> {
-        let lower = word.to_lowercase();
+        // Word units keep the whitespace before them (" great,"); it is never part of a word.
+        let lower = word.trim().to_lowercase();
         self.valence.get(&lower).copied().or_else(|| {
             let stripped = lower.trim_matches(|c: char| c.is_ascii_punctuation());
             self.valence.get(stripped).copied()

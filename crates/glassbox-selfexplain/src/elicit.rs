@@ -116,20 +116,21 @@ pub fn self_explain(
     }
     let prediction = &task.label_names[classification.label];
     let fill = |template: &str| fill(template, task, protocol, input, prediction);
+    let answer_prefix = fill(&protocol.answer_prefix);
     let prompt = if model.has_chat_template() {
         let user = ChatMessage {
             role: "user".into(),
             content: fill(&protocol.user),
         };
         let head = model.render_chat(&[user], true)?;
-        format!("{head}{}{}", fill(&protocol.assistant), protocol.answer_prefix)
+        format!("{head}{}{answer_prefix}", fill(&protocol.assistant))
     } else {
         let mut text = String::new();
         for ex in &task.examples {
             text.push_str(&fill_example(&protocol.shot, task, ex));
         }
         text.push_str(&fill(&protocol.query));
-        text.push_str(&protocol.answer_prefix);
+        text.push_str(&answer_prefix);
         text
     };
     let tokenizer = model.tokenizer();
@@ -154,7 +155,7 @@ pub fn self_explain(
     {
         answer.truncate(end);
     }
-    let text = format!("{}{answer}", protocol.answer_prefix);
+    let text = format!("{answer_prefix}{answer}");
     let (explanation, tail) = match protocol.order {
         Order::ExplainThenPredict => split_stated_label(&text, task),
         Order::PredictThenExplain => (text.as_str(), None),
@@ -261,6 +262,10 @@ fn fill(template: &str, task: &Task, protocol: &Protocol, input: &str, predictio
         .replace("{second_label}", task.label_names.get(1).map_or("", String::as_str))
         .replace("{k}", &k)
         .replace("{prediction}", prediction)
+        .replace(
+            "{first_word}",
+            input.split_whitespace().next().unwrap_or_default(),
+        )
         .replace("{input}", input)
 }
 

@@ -234,7 +234,8 @@ pub struct Protocol {
     /// Chat models: the user's message and the start of the assistant's answer.
     pub user: String,
     pub assistant: String,
-    /// Text that opens the explanation itself (e.g. `[` of a JSON list), appended to the
+    /// Text that opens the explanation itself (e.g. `[` of a JSON list, or `{first_word}:`),
+    /// filled like the other templates, appended to the
     /// prompt and read back with the model's continuation by the parser.
     pub answer_prefix: String,
     /// Base models: each few-shot example, then the query the model continues.
