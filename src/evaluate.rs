@@ -163,7 +163,7 @@ pub fn evaluate_with(
     let coalitions: Vec<Coalition> = plan
         .coalitions()
         .iter()
-        .map(|kept| Coalition::from_members(n, (0..n).filter(|&i| kept[i])))
+        .map(|k| Coalition::from_kept(k))
         .collect();
     let values = rescorer.values(&coalitions)?;
     let mut view = TargetView::new(t);

@@ -50,6 +50,12 @@ impl Coalition {
         c
     }
 
+    /// The coalition keeping unit `i` where `kept[i]` (the plain-data form other crates,
+    /// such as the metrics' plans, use).
+    pub fn from_kept(kept: &[bool]) -> Self {
+        Self::from_members(kept.len(), (0..kept.len()).filter(|&i| kept[i]))
+    }
+
     /// Number of units the coalition is over (kept or not).
     pub fn universe(&self) -> usize {
         self.n

@@ -16,7 +16,7 @@ use glassbox::report::{
 };
 use serde::Deserialize;
 
-use crate::input::{ModelArgs, check_output, read_text};
+use crate::input::{InputText, ModelArgs, check_output};
 use crate::{Output, UsageError};
 
 /// The settings shared by `attribute` and `attribute-dataset`.
@@ -84,10 +84,20 @@ pub(crate) struct MethodArgs {
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
-enum PerturbationArg {
+pub(crate) enum PerturbationArg {
     Delete,
     Placeholder,
     AttentionBlock,
+}
+
+impl PerturbationArg {
+    pub(crate) fn perturbation(self) -> Perturbation {
+        match self {
+            PerturbationArg::Delete => Perturbation::Delete,
+            PerturbationArg::Placeholder => Perturbation::Placeholder,
+            PerturbationArg::AttentionBlock => Perturbation::AttentionBlock,
+        }
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -138,11 +148,7 @@ impl MethodArgs {
                 PromptFormat::Raw
             },
             system: self.system.clone(),
-            perturbation: match self.perturbation {
-                PerturbationArg::Delete => Perturbation::Delete,
-                PerturbationArg::Placeholder => Perturbation::Placeholder,
-                PerturbationArg::AttentionBlock => Perturbation::AttentionBlock,
-            },
+            perturbation: self.perturbation.perturbation(),
             aggregate: self.aggregate.aggregation(),
             seed: self.seed,
         })
@@ -153,12 +159,8 @@ impl MethodArgs {
 pub(crate) struct AttributeArgs {
     #[command(flatten)]
     settings: MethodArgs,
-    /// The input text (or --input-file).
-    #[arg(long, short, required_unless_present = "input_file")]
-    input: Option<String>,
-    /// Read the input text from a file.
-    #[arg(long, conflicts_with = "input")]
-    input_file: Option<PathBuf>,
+    #[command(flatten)]
+    input: InputText,
     /// Explain this continuation of the input (teacher-forced, one target per token).
     #[arg(long, short, conflicts_with = "generate")]
     continuation: Option<String>,
@@ -183,11 +185,7 @@ pub(crate) fn run(args: AttributeArgs, out: &Output) -> anyhow::Result<()> {
     for path in [&args.output, &args.html].into_iter().flatten() {
         check_output(path, args.force)?;
     }
-    let input = match (&args.input, &args.input_file) {
-        (Some(text), None) => text.clone(),
-        (None, Some(path)) => read_text(path)?,
-        _ => unreachable!("clap requires exactly one"),
-    };
+    let input = args.input.text()?;
     let answer = match (&args.continuation, args.generate) {
         (Some(c), _) => AnswerSpec::Given(c.clone()),
         (None, true) => AnswerSpec::Generate(args.settings.max_tokens),

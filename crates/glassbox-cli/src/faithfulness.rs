@@ -5,31 +5,28 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
-use glassbox::attribution::Perturbation;
+use clap::Args;
 use glassbox::attribution::attribute::UnitLevel;
 use glassbox::eval::MetricRequest;
 use glassbox::eval::agreement::agreement;
+use glassbox::eval::table::Table;
 use glassbox::evaluate::{EvaluateOptions, Evaluation, evaluate};
 use glassbox::report::{Aggregation, AttributeReport};
 use glassbox::selfexplain::{Protocol, Task, elicit::DEFAULT_MAX_TOKENS, self_explain};
 
-use crate::input::{ModelArgs, check_output, read_text};
+use crate::attribute::PerturbationArg;
+use crate::input::{InputText, ModelArgs, check_output, read_text};
 use crate::{Output, UsageError};
 
 /// The metrics `evaluate` computes unless told otherwise.
-pub(crate) const DEFAULT_METRICS: &str =
-    "comprehensiveness:eraser,sufficiency:eraser,comprehensiveness:cumulative,decision_flip,rankdel";
+pub(crate) const DEFAULT_METRICS: &str = "comprehensiveness:eraser,sufficiency:eraser,comprehensiveness:cumulative,decision_flip,rankdel";
 
 #[derive(Args)]
 pub(crate) struct SelfExplainArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// The text to classify and explain (or --input-file).
-    #[arg(long, short, required_unless_present = "input_file")]
-    input: Option<String>,
-    #[arg(long, conflicts_with = "input")]
-    input_file: Option<PathBuf>,
+    #[command(flatten)]
+    input: InputText,
     /// A built-in task (sentiment) or a task file (prompts/tasks/*.toml).
     #[arg(long, default_value = "sentiment")]
     task: String,
@@ -59,11 +56,7 @@ pub(crate) fn run_self_explain(args: SelfExplainArgs, out: &Output) -> anyhow::R
     for path in [&args.output, &args.html].into_iter().flatten() {
         check_output(path, args.force)?;
     }
-    let input = match (&args.input, &args.input_file) {
-        (Some(text), None) => text.clone(),
-        (None, Some(path)) => read_text(path)?,
-        _ => unreachable!("clap requires exactly one"),
-    };
+    let input = args.input.text()?;
     let task = Task::load(&args.task)?;
     let (_, framing) = task.framing(args.framing.as_deref())?;
     let protocol = Protocol::load(&args.protocol)?;
@@ -88,7 +81,10 @@ pub(crate) fn run_self_explain(args: SelfExplainArgs, out: &Output) -> anyhow::R
             probs.join(", ")
         );
         if let Some(stated) = result.stated_label {
-            println!("label written after explaining: {}", task.label_names[stated]);
+            println!(
+                "label written after explaining: {}",
+                task.label_names[stated]
+            );
         }
         println!("protocol: {} v{}", protocol.name, protocol.version);
         println!("the model's answer: {:?}", result.parsed.raw);
@@ -111,19 +107,21 @@ pub(crate) fn run_self_explain(args: SelfExplainArgs, out: &Output) -> anyhow::R
     )
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy)]
-enum PerturbationArg {
-    Delete,
-    Placeholder,
-    AttentionBlock,
-}
-
 #[derive(Args)]
 pub(crate) struct EvaluateArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// A result saved by `glassbox attribute` or `glassbox self-explain` (`--output`).
-    result: PathBuf,
+    /// Results saved by `glassbox attribute` or `glassbox self-explain` (`--output`), or
+    /// JSONL files of `glassbox attribute-dataset`. With more than one result, an explainer ×
+    /// metric table (mean ± standard error) follows.
+    #[arg(required = true)]
+    results: Vec<PathBuf>,
+    /// Write the explainer × metric table as a self-contained HTML page here.
+    #[arg(long)]
+    table_html: Option<PathBuf>,
+    /// Print the table as Markdown instead of text.
+    #[arg(long)]
+    markdown: bool,
     /// Comma-separated metrics (see `glassbox list metrics`), e.g.
     /// comprehensiveness:ferret,sufficiency:cumulative,decision_flip:frac,topk_drop:3.
     #[arg(long, default_value = DEFAULT_METRICS)]
@@ -160,6 +158,33 @@ pub(crate) fn parse_metrics(list: &str) -> anyhow::Result<Vec<MetricRequest>> {
     Ok(metrics)
 }
 
+/// The reports in a result file: one saved report, or one per line of a JSONL file of
+/// `attribute-dataset` (`{"id", "report"}`).
+fn read_reports(path: &Path) -> anyhow::Result<Vec<AttributeReport>> {
+    let text = read_text(path)?;
+    let bad = |e: &dyn std::fmt::Display| UsageError(format!("{}: {e}", path.display()));
+    if path.extension().is_some_and(|x| x == "jsonl") {
+        let mut reports = Vec::new();
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let value: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| bad(&format!("line {}: {e}", n + 1)))?;
+            let report = value.get("report").unwrap_or(&value).to_string();
+            reports.push(
+                AttributeReport::from_json(&report)
+                    .map_err(|e| bad(&format!("line {}: {e}", n + 1)))?,
+            );
+        }
+        return Ok(reports);
+    }
+    Ok(vec![
+        AttributeReport::from_json(&text).map_err(|e| bad(&e))?,
+    ])
+}
+
 fn read_report(path: &Path) -> anyhow::Result<AttributeReport> {
     let text = read_text(path)?;
     AttributeReport::from_json(&text)
@@ -167,32 +192,59 @@ fn read_report(path: &Path) -> anyhow::Result<AttributeReport> {
 }
 
 pub(crate) fn run_evaluate(args: EvaluateArgs, out: &Output) -> anyhow::Result<()> {
-    if let Some(path) = &args.output {
+    for path in [&args.output, &args.table_html].into_iter().flatten() {
         check_output(path, args.force)?;
     }
-    let report = read_report(&args.result)?;
+    let mut reports = Vec::new();
+    for path in &args.results {
+        reports.extend(read_reports(path)?);
+    }
+    if reports.is_empty() {
+        return Err(UsageError("the result files hold no results".into()).into());
+    }
     let options = EvaluateOptions {
         metrics: parse_metrics(&args.metrics)?,
         unit: args.unit.as_deref().map(UnitLevel::parse).transpose()?,
-        perturbation: match args.perturbation {
-            PerturbationArg::Delete => Perturbation::Delete,
-            PerturbationArg::Placeholder => Perturbation::Placeholder,
-            PerturbationArg::AttentionBlock => Perturbation::AttentionBlock,
-        },
+        perturbation: args.perturbation.perturbation(),
         target: args.target,
         seed: args.seed,
     };
     let model = args.model.load()?;
-    let bar = crate::progress::spinner("re-scoring");
-    let evaluation = evaluate(&model, &report, &options)?;
+    let bar = crate::progress::steps("re-scoring", reports.len() as u64);
+    let mut evaluations = Vec::new();
+    for report in &reports {
+        evaluations.push(evaluate(&model, report, &options)?);
+        bar.inc(1);
+    }
     bar.finish_and_clear();
     if let Some(path) = &args.output {
-        write(path, &serde_json::to_string_pretty(&evaluation)?)?;
+        let json = match evaluations.as_slice() {
+            [one] => serde_json::to_string_pretty(one)?,
+            many => serde_json::to_string_pretty(many)?,
+        };
+        write(path, &json)?;
+    }
+    let table = Table::from_results(
+        evaluations
+            .iter()
+            .flat_map(|e| e.results.iter().map(move |r| (e.explainer.as_str(), r))),
+    );
+    if let Some(path) = &args.table_html {
+        write(path, &table.render_html())?;
     }
     if out.json {
-        return out.print_json(&evaluation);
+        return match evaluations.as_slice() {
+            [one] => out.print_json(one),
+            many => out.print_json(&many),
+        };
     }
-    print!("{}", render_evaluation(&evaluation));
+    if let [one] = evaluations.as_slice() {
+        print!("{}", render_evaluation(one));
+    } else if args.markdown {
+        print!("{}", table.render_markdown());
+    } else {
+        print!("{}", table.render_text());
+    }
     Ok(())
 }
 
@@ -288,14 +340,23 @@ pub(crate) fn run_compare(args: CompareArgs, out: &Output) -> anyhow::Result<()>
     );
     let opt = |v: Option<f64>| v.map_or("undefined".to_string(), |v| format!("{v:.3}"));
     for (name, value) in [
-        ("feature agreement@k", format!("{:.3}", result.feature_agreement)),
+        (
+            "feature agreement@k",
+            format!("{:.3}", result.feature_agreement),
+        ),
         ("rank agreement@k", format!("{:.3}", result.rank_agreement)),
         ("sign agreement@k", format!("{:.3}", result.sign_agreement)),
-        ("signed-rank agreement@k", format!("{:.3}", result.signed_rank_agreement)),
+        (
+            "signed-rank agreement@k",
+            format!("{:.3}", result.signed_rank_agreement),
+        ),
         ("IOU@k", format!("{:.3}", result.iou)),
         ("Spearman", opt(result.spearman)),
         ("Kendall tau-b", opt(result.kendall_tau_b)),
-        ("pairwise rank agreement", opt(result.pairwise_rank_agreement)),
+        (
+            "pairwise rank agreement",
+            opt(result.pairwise_rank_agreement),
+        ),
         ("Pearson", opt(result.pearson)),
     ] {
         println!("{name:<26} {value}");

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use glassbox::runtime::QuantFormat;
 use glassbox::{DEFAULT_MODEL, Fetch, LoadOptions, Model, Prompt, WeightMode};
 
 use crate::UsageError;
@@ -15,7 +16,9 @@ pub(crate) struct ModelArgs {
     /// directory, or hf:ORG/NAME. Built-in models are downloaded on first use.
     #[arg(long, short, default_value = DEFAULT_MODEL)]
     pub model: String,
-    /// How weights are held: f32 (fast, needed for gradients) or quantized (less memory).
+    /// How weights are held: f32 (fast, needed for gradients), quantized (GGUF blocks as
+    /// stored: less memory, slower), or q8_0/q4_k/q4_0 (f32 values after quantizing to that
+    /// format and back, to see what quantization does to explanations).
     #[arg(long, value_enum, default_value_t = WeightsArg::F32)]
     pub weights: WeightsArg,
     /// Never download; fail if the model is not cached.
@@ -27,6 +30,15 @@ pub(crate) struct ModelArgs {
 pub(crate) enum WeightsArg {
     F32,
     Quantized,
+    /// f32, after quantizing every matrix to q8_0 and back (what a q8_0 model computes).
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// f32 after q4_k (rows narrower than 256 fall back to q5_0, as in llama.cpp).
+    #[value(name = "q4_k")]
+    Q4K,
+    /// f32 after q4_0.
+    #[value(name = "q4_0")]
+    Q4_0,
 }
 
 impl ModelArgs {
@@ -35,6 +47,9 @@ impl ModelArgs {
             weights: match self.weights {
                 WeightsArg::F32 => WeightMode::F32,
                 WeightsArg::Quantized => WeightMode::Quantized,
+                WeightsArg::Q8_0 => WeightMode::Requantized(QuantFormat::Q8_0),
+                WeightsArg::Q4K => WeightMode::Requantized(QuantFormat::Q4K),
+                WeightsArg::Q4_0 => WeightMode::Requantized(QuantFormat::Q4_0),
             },
         };
         let fetch = if self.offline {
@@ -107,4 +122,25 @@ pub(crate) fn check_output(path: &Path, force: bool) -> anyhow::Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// The text to explain: given inline or read from a file.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct InputText {
+    /// The input text (or --input-file).
+    #[arg(long, short, required_unless_present = "input_file")]
+    input: Option<String>,
+    /// Read the input text from a file.
+    #[arg(long, conflicts_with = "input")]
+    input_file: Option<PathBuf>,
+}
+
+impl InputText {
+    pub fn text(&self) -> anyhow::Result<String> {
+        match (&self.input, &self.input_file) {
+            (Some(text), None) => Ok(text.clone()),
+            (None, Some(path)) => read_text(path),
+            _ => unreachable!("clap requires exactly one"),
+        }
+    }
 }

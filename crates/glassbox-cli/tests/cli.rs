@@ -370,3 +370,110 @@ fn attribute_dataset_writes_one_result_per_example_and_lists_describe_the_choice
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn self_explain_evaluate_and_compare_work_on_saved_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let review = "A tedious, overlong film with a few good jokes.";
+    let own = path("self.json");
+    let out = glassbox(&[
+        "self-explain",
+        "-i",
+        review,
+        "--max-tokens",
+        "32",
+        "--output",
+        &own,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("prediction: negative") || text.contains("prediction: positive"),
+        "{text}"
+    );
+    assert!(text.contains("the model's answer"), "{text}");
+
+    let loo = path("loo.json");
+    let out = glassbox(&[
+        "attribute",
+        "-i",
+        review,
+        "--method",
+        "loo",
+        "--target",
+        "label: positive, negative",
+        "--template",
+        "Review: {input}\nSentiment (positive or negative):",
+        "--output",
+        &loo,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let evaluation = json(&glassbox(&[
+        "evaluate",
+        &loo,
+        "--json",
+        "--metrics",
+        "rankdel,comprehensiveness:ferret",
+    ]));
+    assert_eq!(evaluation["schema"], "glassbox.evaluation/1");
+    assert_eq!(evaluation["explainer"], "leave_one_out");
+    assert!((evaluation["results"][0]["value"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    let evaluation = json(&glassbox(&["evaluate", &own, "--json"]));
+    assert_eq!(evaluation["explainer"], "self_explanation");
+    assert_eq!(evaluation["results"].as_array().unwrap().len(), 5);
+
+    let compared = json(&glassbox(&["compare", &own, &loo, "--json"]));
+    assert_eq!(compared["agreement"]["n_units"], 9);
+    let plain = glassbox(&["compare", &own, &loo]);
+    assert!(String::from_utf8_lossy(&plain.stdout).contains("Spearman"));
+
+    // Bad input: exit code 2 and a message.
+    assert_exit(
+        &glassbox(&["evaluate", &loo, "--metrics", "bogus"]),
+        2,
+        "valid metrics",
+    );
+    assert_exit(
+        &glassbox(&["evaluate", &loo, "--metrics", "topk_drop:99"]),
+        2,
+        "99",
+    );
+    let broken = path("broken.json");
+    std::fs::write(&broken, "{not json").unwrap();
+    assert_exit(&glassbox(&["evaluate", &broken]), 2, "broken.json");
+    assert_exit(&glassbox(&["compare", &broken, &loo]), 2, "broken.json");
+    assert_exit(
+        &glassbox(&["self-explain", "-i", review, "--protocol", "no-such"]),
+        2,
+        "built-in protocols",
+    );
+    let task = path("task.toml");
+    std::fs::write(&task, "name = \"t\"\nversion = 1\n").unwrap();
+    assert_exit(
+        &glassbox(&["self-explain", "-i", review, "--task", &task]),
+        2,
+        "task.toml",
+    );
+    assert_exit(&glassbox(&["self-explain", "-i", "  "]), 2, "empty");
+    // Saved results are never overwritten without --force.
+    assert_exit(
+        &glassbox(&["self-explain", "-i", review, "--output", &own]),
+        2,
+        "--force",
+    );
+
+    let listed = glassbox(&["list", "metrics"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("comprehensiveness"));
+    let listed = glassbox(&["list", "protocols"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("scores-explain-then-predict"));
+}

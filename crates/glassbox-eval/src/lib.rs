@@ -19,7 +19,7 @@ pub mod plausibility;
 mod rationale;
 mod request;
 mod sensitivity;
-mod stats;
+pub mod stats;
 pub mod table;
 
 pub use error::EvalError;

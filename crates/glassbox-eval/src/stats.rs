@@ -1,5 +1,6 @@
-//! Small statistics shared by the metrics. Correlations return `None` where they are undefined
-//! (a constant side has no ordering) so that no NaN ever reaches a result or a table.
+//! Small statistics shared by the metrics (and by the attribution estimators' checks).
+//! Correlations return `None` where they are undefined (a constant side has no ordering) so
+//! that no NaN ever reaches a result or a table.
 
 use std::cmp::Ordering;
 
@@ -11,13 +12,13 @@ pub(crate) fn cmp_f64(x: f64, y: f64) -> Ordering {
 }
 
 /// Arithmetic mean, `None` for no values.
-pub(crate) fn mean(x: &[f64]) -> Option<f64> {
+pub fn mean(x: &[f64]) -> Option<f64> {
     (!x.is_empty()).then(|| x.iter().sum::<f64>() / x.len() as f64)
 }
 
 /// Standard error of the mean: the sample standard deviation (n − 1 denominator) over √n.
 /// `None` below two values, where the spread is unknown.
-pub(crate) fn standard_error(x: &[f64]) -> Option<f64> {
+pub fn standard_error(x: &[f64]) -> Option<f64> {
     if x.len() < 2 {
         return None;
     }
@@ -28,7 +29,7 @@ pub(crate) fn standard_error(x: &[f64]) -> Option<f64> {
 
 /// Ranks from 1 (smallest first), ties sharing their average rank, as Spearman's ρ with ties
 /// requires.
-pub(crate) fn average_ranks(x: &[f64]) -> Vec<f64> {
+pub fn average_ranks(x: &[f64]) -> Vec<f64> {
     let mut order: Vec<usize> = (0..x.len()).collect();
     order.sort_by(|&a, &b| cmp_f64(x[a], x[b]));
     let mut ranks = vec![0.0; x.len()];
@@ -55,7 +56,7 @@ fn is_constant(x: &[f64]) -> bool {
 
 /// Pearson correlation of two equally long slices; `None` when either side is constant (or has
 /// fewer than two values).
-pub(crate) fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
+pub fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
     if is_constant(a) || is_constant(b) {
         return None;
     }
@@ -68,14 +69,14 @@ pub(crate) fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
 }
 
 /// Spearman's ρ: Pearson on average ranks.
-pub(crate) fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
+pub fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
     pearson(&average_ranks(a), &average_ranks(b))
 }
 
 /// Kendall's τ-b, which corrects τ for ties on either side:
 /// (concordant − discordant) / √((P − T_a)(P − T_b)) with P = n(n−1)/2 pairs and T_a, T_b the
 /// pairs tied in a, in b. `None` when a side is constant (the denominator is 0).
-pub(crate) fn kendall_tau_b(a: &[f64], b: &[f64]) -> Option<f64> {
+pub fn kendall_tau_b(a: &[f64], b: &[f64]) -> Option<f64> {
     let n = a.len();
     let (mut concordant, mut discordant, mut tied_a, mut tied_b) = (0u64, 0u64, 0u64, 0u64);
     for i in 0..n {

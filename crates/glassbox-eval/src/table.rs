@@ -4,6 +4,8 @@
 
 use std::fmt::Write;
 
+use glassbox_report::escape_html;
+
 use crate::EvalError;
 use crate::faithfulness::MetricResult;
 use crate::request::Direction;
@@ -236,36 +238,20 @@ impl Table {
              better</caption>\n<thead><tr>",
         );
         for cell in self.header() {
-            let _ = write!(out, "<th>{}</th>", escape(&cell));
+            let _ = write!(out, "<th>{}</th>", escape_html(&cell));
         }
         out.push_str("</tr></thead>\n<tbody>\n");
         for cells in self.body() {
             out.push_str("<tr>");
             for (c, cell) in cells.iter().enumerate() {
                 let class = if c == 0 { "" } else { " class=\"num\"" };
-                let _ = write!(out, "<td{class}>{}</td>", escape(cell));
+                let _ = write!(out, "<td{class}>{}</td>", escape_html(cell));
             }
             out.push_str("</tr>\n");
         }
         out.push_str("</tbody>\n</table>\n</body>\n</html>\n");
         out
     }
-}
-
-/// Escapes text for HTML content and attribute values.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 
 use std::fmt::Write;
 
-use crate::html::escape;
+use crate::html::escape_html as escape;
 use crate::schema::{Aggregation, AttributeReport, Attribution, SchemaError};
 use crate::terminal::{ColorMode, shade, truncated};
 use crate::verbalize::{describe_target, verbalize};

@@ -15,8 +15,9 @@ use crate::terminal::{shade, token_target};
 /// Characters of passage text shown in the ranking table (the passages above show it all).
 const TABLE_TEXT_WIDTH: usize = 80;
 
-/// Escapes text for HTML content and attribute values.
-pub(crate) fn escape(text: &str) -> String {
+/// Escapes text for HTML content and attribute values (shared by every HTML page Glassbox
+/// writes).
+pub fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -157,13 +158,13 @@ fn header(out: &mut String, report: &CiteReport) {
         out,
         "<h1>Which passages did the answer come from?</h1><p class=\"meta\">model {} · method {}{} · \
          perturbation {} · {} coalitions, {} forward passes, {} tokens ({} from scratch), {:.2} s</p>",
-        escape(&a.model),
-        escape(&a.method.name),
+        escape_html(&a.model),
+        escape_html(&a.method.name),
         a.method
             .seed
             .map(|s| format!(" (seed {s})"))
             .unwrap_or_default(),
-        escape(&a.perturbation),
+        escape_html(&a.perturbation),
         c.evaluations,
         c.forward_passes,
         c.tokens,
@@ -180,7 +181,7 @@ fn question_and_answer(out: &mut String, report: &CiteReport) {
         out,
         "<section class=\"qa\"><div><b>Question</b> {}</div><div><b>Answer</b>{} \
          <span class=\"tok selected\" data-target=\"0\">whole answer</span> ",
-        escape(&report.question),
+        escape_html(&report.question),
         if report.answer_generated {
             " (generated)"
         } else {
@@ -188,7 +189,7 @@ fn question_and_answer(out: &mut String, report: &CiteReport) {
         }
     );
     if report.answer_tokens.is_empty() {
-        out.push_str(&escape(&report.answer));
+        out.push_str(&escape_html(&report.answer));
     }
     for (i, token) in report.answer_tokens.iter().enumerate() {
         match token_target(a, i) {
@@ -196,10 +197,10 @@ fn question_and_answer(out: &mut String, report: &CiteReport) {
                 let _ = write!(
                     out,
                     "<span class=\"tok\" data-target=\"{t}\">{}</span>",
-                    escape(&token.text)
+                    escape_html(&token.text)
                 );
             }
-            None => out.push_str(&escape(&token.text)),
+            None => out.push_str(&escape_html(&token.text)),
         }
     }
     let others: Vec<usize> = (1..a.targets.len())
@@ -211,7 +212,7 @@ fn question_and_answer(out: &mut String, report: &CiteReport) {
             let _ = write!(
                 out,
                 "<span class=\"tok\" data-target=\"{t}\">{}</span> ",
-                escape(&a.targets[t].label)
+                escape_html(&a.targets[t].label)
             );
         }
     }
@@ -236,10 +237,10 @@ fn passages(out: &mut String, report: &CiteReport) {
              <span class=\"share\">{:.1}%</span></div><p>{}</p>",
             data_score(scores[u]),
             rgb(scores[u], m),
-            escape(&unit.label),
-            escape(&score_text(a, 0, u)),
+            escape_html(&unit.label),
+            escape_html(&score_text(a, 0, u)),
             shares[u],
-            escape(&unit.text)
+            escape_html(&unit.text)
         );
         for r in report.refinements.iter().filter(|r| r.parent_unit == u) {
             refinement(out, a, r);
@@ -262,9 +263,9 @@ fn refinement(out: &mut String, parent: &Attribution, r: &Refinement) {
         out,
         "<div class=\"refinement\"><div class=\"refined-title\">{}s of {} ({}), for the whole \
          answer</div><p>",
-        escape(level),
-        escape(parent_label),
-        escape(&a.method.name)
+        escape_html(level),
+        escape_html(parent_label),
+        escape_html(&a.method.name)
     );
     for (u, unit) in a.units.iter().enumerate() {
         let _ = write!(
@@ -272,9 +273,9 @@ fn refinement(out: &mut String, parent: &Attribution, r: &Refinement) {
             "<span class=\"sub\" data-score=\"{}\" style=\"background: {}\" title=\"{} {}\">{}</span> ",
             data_score(a.scores[0][u]),
             rgb(a.scores[0][u], m),
-            escape(&unit.label),
-            escape(&score_text(a, 0, u)),
-            escape(&unit.text)
+            escape_html(&unit.label),
+            escape_html(&score_text(a, 0, u)),
+            escape_html(&unit.text)
         );
     }
     out.push_str("</p>");
@@ -298,10 +299,10 @@ fn ranking_table(out: &mut String, a: &Attribution) {
             "<tr data-unit=\"{u}\"><td class=\"rank\">{}</td><td>{}</td><td class=\"score\">{}</td>\
              <td class=\"share\">{:.1}%</td><td class=\"text\">{}</td></tr>",
             rank + 1,
-            escape(&unit.label),
-            escape(&score_text(a, 0, u)),
+            escape_html(&unit.label),
+            escape_html(&score_text(a, 0, u)),
             shares[u],
-            escape(&crate::terminal::truncated(&unit.text, TABLE_TEXT_WIDTH))
+            escape_html(&crate::terminal::truncated(&unit.text, TABLE_TEXT_WIDTH))
         );
     }
     out.push_str("</tbody></table>");
@@ -334,8 +335,8 @@ fn legend_and_note(out: &mut String, a: &Attribution) {
          value_full − value_empty, the value with every passage minus the value with none: here \
          <span id=\"value-full\">{:.3}</span> − <span id=\"value-empty\">{:.3}</span>; the scores \
          sum to <span id=\"score-sum\">{:.3}</span>.</p>",
-        escape(&a.targets[0].kind),
-        escape(&a.perturbation),
+        escape_html(&a.targets[0].kind),
+        escape_html(&a.perturbation),
         a.value_full[0],
         a.value_empty[0],
         sum
@@ -364,7 +365,7 @@ pub fn render_html(report: &CiteReport) -> String {
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>Glassbox: {}</title><style>{STYLE}</style></head><body>",
-        escape(&report.question)
+        escape_html(&report.question)
     );
     header(&mut out, report);
     question_and_answer(&mut out, report);

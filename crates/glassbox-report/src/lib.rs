@@ -14,7 +14,7 @@ mod testing;
 mod verbalize;
 
 pub use heatmap::{HeatmapView, render_attribute_html, render_attribute_terminal};
-pub use html::render_html;
+pub use html::{escape_html, render_html};
 pub use schema::{
     ATTRIBUTE_SCHEMA, ATTRIBUTION_SCHEMA, Aggregation, AnswerToken, AttributeReport, Attribution,
     CITE_SCHEMA, CiteReport, Cost, MethodInfo, Refinement, RequestRecord, SchemaError, Target,

@@ -47,7 +47,7 @@ pub use kv::KvCache;
 pub use mask::AttentionMask;
 pub use model::{LoadOptions, Model, ModelInfo, gguf_tokenizer};
 pub use score::{ContinuationScore, ScoreRequest, argmax, log_softmax_at};
-pub use weights::WeightMode;
+pub use weights::{QuantFormat, WeightMode};
 
 /// Errors of loading and running models.
 #[derive(Debug, thiserror::Error)]

@@ -123,8 +123,13 @@ impl Model {
                 ),
             });
         }
+        // A re-quantized model is another model: its results say so in their model name.
+        let name = match options.weights {
+            WeightMode::Requantized(format) => format!("{name}@{}", format.name()),
+            WeightMode::F32 | WeightMode::Quantized => name.to_string(),
+        };
         let info = ModelInfo {
-            name: name.to_string(),
+            name,
             path: path.to_path_buf(),
             format,
             weights: options.weights,

@@ -11,7 +11,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::quantized::{QMatMul, QStorage, QTensor, gguf_file};
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor, gguf_file};
 use candle_core::{DType, Device};
 use glassbox_kernels::PackedMatrix;
 use serde::Serialize;
@@ -29,6 +29,60 @@ pub enum WeightMode {
     F32,
     /// GGUF block formats kept as they are (less memory, much slower on CPU, no gradients).
     Quantized,
+    /// Every matrix quantized to this format and dequantized back to f32 while loading: the
+    /// fast f32 path (gradients included) runs the values a quantized model would hold, so
+    /// explanations of a quantized model can be compared with the original's.
+    Requantized(QuantFormat),
+}
+
+/// Block formats weights can be re-quantized to (GGML's, as llama.cpp writes them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuantFormat {
+    Q8_0,
+    Q4K,
+    Q4_0,
+}
+
+impl QuantFormat {
+    pub const ALL: [QuantFormat; 3] = [QuantFormat::Q8_0, QuantFormat::Q4K, QuantFormat::Q4_0];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            QuantFormat::Q8_0 => "q8_0",
+            QuantFormat::Q4K => "q4_k",
+            QuantFormat::Q4_0 => "q4_0",
+        }
+    }
+
+    /// The GGML type for rows of width `k`. K-quants need widths that are multiples of 256;
+    /// narrower rows fall back as llama.cpp's quantizer does (q4_k → q5_0).
+    fn dtype(&self, k: usize) -> GgmlDType {
+        match self {
+            QuantFormat::Q8_0 => GgmlDType::Q8_0,
+            QuantFormat::Q4_0 => GgmlDType::Q4_0,
+            QuantFormat::Q4K if k.is_multiple_of(GgmlDType::Q4K.block_size()) => GgmlDType::Q4K,
+            QuantFormat::Q4K => GgmlDType::Q5_0,
+        }
+    }
+}
+
+/// An `[n, k]` f32 matrix quantized to `format` and dequantized back.
+fn requantized(
+    data: Vec<f32>,
+    n: usize,
+    k: usize,
+    format: QuantFormat,
+) -> Result<Vec<f32>, RuntimeError> {
+    let t = candle_core::Tensor::from_vec(data, (n, k), &Device::Cpu)?;
+    let q = QTensor::quantize(&t, format.dtype(k))?;
+    Ok(q.dequantize(&Device::Cpu)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
 }
 
 pub(crate) struct LayerWeights {
@@ -418,11 +472,15 @@ impl Loader<'_> {
             names.push((name, part, n));
         }
         match self.mode {
-            WeightMode::F32 => {
+            WeightMode::F32 | WeightMode::Requantized(_) => {
                 let total: usize = parts.iter().map(|p| p.1).sum();
                 let mut rows = Vec::new();
-                for (name, part, _) in &names {
+                for (name, part, n) in &names {
                     let data = self.src.load_f32(name)?;
+                    let data = match self.mode {
+                        WeightMode::Requantized(format) => requantized(data, *n, k, format)?,
+                        _ => data,
+                    };
                     let data = match self.rows_order(*part) {
                         Some(order) => permute_rows(&data, &order),
                         None => data,

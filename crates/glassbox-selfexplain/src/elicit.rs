@@ -28,7 +28,10 @@ pub const DEFAULT_MAX_TOKENS: usize = 96;
 
 /// The request that classifies `input` with `framing`: the label words' probabilities for the
 /// next token (the `label:` target), over the input's words.
-pub fn classification_request(framing: &Framing, input: &str) -> Result<AttributeRequest, SelfExplainError> {
+pub fn classification_request(
+    framing: &Framing,
+    input: &str,
+) -> Result<AttributeRequest, SelfExplainError> {
     Ok(AttributeRequest {
         input: input.to_string(),
         template: InputTemplate::parse(&framing.template)?,
@@ -162,7 +165,12 @@ pub fn self_explain(
     };
     let parsed = parse_explanation(explanation, &protocol.format, &prepared.units.words);
     let stated_label = tail;
-    let rows = score_rows(&parsed.scores, &protocol.format, classification.label, task.label_names.len());
+    let rows = score_rows(
+        &parsed.scores,
+        &protocol.format,
+        classification.label,
+        task.label_names.len(),
+    );
     let attribution = Attribution {
         schema: ATTRIBUTION_SCHEMA.into(),
         model: model.info().name.clone(),
@@ -214,7 +222,12 @@ pub fn self_explain(
 /// label; a score answer scores towards the first label. With two labels, what raises one
 /// label's probability among the two lowers the other's by as much, so the other row is the
 /// negation; with more labels only the explained label's row carries scores.
-fn score_rows(scores: &[f64], format: &AnswerFormat, predicted: usize, labels: usize) -> Vec<Vec<f64>> {
+fn score_rows(
+    scores: &[f64],
+    format: &AnswerFormat,
+    predicted: usize,
+    labels: usize,
+) -> Vec<Vec<f64>> {
     let towards = match format {
         AnswerFormat::TopK { .. } => predicted,
         AnswerFormat::Scores => 0,
@@ -259,7 +272,10 @@ fn fill(template: &str, task: &Task, protocol: &Protocol, input: &str, predictio
         .replace("{question}", &task.question)
         .replace("{labels}", &task.labels_phrase())
         .replace("{first_label}", &task.label_names[0])
-        .replace("{second_label}", task.label_names.get(1).map_or("", String::as_str))
+        .replace(
+            "{second_label}",
+            task.label_names.get(1).map_or("", String::as_str),
+        )
         .replace("{k}", &k)
         .replace("{prediction}", prediction)
         .replace(
@@ -294,7 +310,11 @@ mod tests {
         let topk = score_rows(&s, &AnswerFormat::TopK { k: 2 }, 1, 2);
         assert_eq!(topk, vec![vec![-0.5, -0.0, 1.0], s.to_vec()]);
         let scores = score_rows(&s, &AnswerFormat::Scores, 1, 2);
-        assert_eq!(scores[0], s.to_vec(), "scores point towards the first label");
+        assert_eq!(
+            scores[0],
+            s.to_vec(),
+            "scores point towards the first label"
+        );
         let three = score_rows(&s, &AnswerFormat::TopK { k: 2 }, 2, 3);
         assert_eq!(three[0], vec![0.0; 3]);
         assert_eq!(three[2], s.to_vec());
@@ -306,6 +326,9 @@ mod tests {
         let (head, label) = split_stated_label("[\"dull\"] so not positive: Negative.", &task);
         assert_eq!(label, Some(1));
         assert_eq!(head, "[\"dull\"] so not positive: ");
-        assert_eq!(split_stated_label("[\"dull\"]", &task), ("[\"dull\"]", None));
+        assert_eq!(
+            split_stated_label("[\"dull\"]", &task),
+            ("[\"dull\"]", None)
+        );
     }
 }

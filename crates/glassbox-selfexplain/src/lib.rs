@@ -14,11 +14,11 @@ pub mod elicit;
 pub mod parse;
 pub mod task;
 
+pub use elicit::{Classification, SelfExplanation, classification_request, classify, self_explain};
 pub use parse::{
     AnswerFormat, ExplanationItem, FailReason, ItemNote, ParseStatus, ParseSummary,
     ParsedExplanation, PartialReason, parse_explanation,
 };
-pub use elicit::{Classification, SelfExplanation, classification_request, classify, self_explain};
 pub use task::{Framing, Order, Protocol, Task};
 
 /// Errors of eliciting a self-explanation. A model's unreadable answer is not one: it is

@@ -122,7 +122,9 @@ impl Task {
             message,
         };
         if task.label_names.len() < 2 {
-            return Err(bad("a task needs at least two labels in `label_names`".into()));
+            return Err(bad(
+                "a task needs at least two labels in `label_names`".into()
+            ));
         }
         if task.framings.is_empty() {
             return Err(bad("a task needs at least one framing".into()));
@@ -150,7 +152,11 @@ impl Task {
         }
         for (i, ex) in task.examples.iter().enumerate() {
             if ex.label >= task.label_names.len() {
-                return Err(bad(format!("example {}: label {} is out of range", i + 1, ex.label)));
+                return Err(bad(format!(
+                    "example {}: label {} is out of range",
+                    i + 1,
+                    ex.label
+                )));
             }
             let words = ex.input.split_whitespace().count();
             if ex.scores.len() != words {
@@ -170,11 +176,13 @@ impl Task {
         self.framings
             .get_key_value(name)
             .map(|(k, v)| (k.as_str(), v))
-            .ok_or_else(|| SelfExplainError::BadInput(format!(
-                "task `{}` has no framing `{name}`; it has {}",
-                self.name,
-                self.framing_names()
-            )))
+            .ok_or_else(|| {
+                SelfExplainError::BadInput(format!(
+                    "task `{}` has no framing `{name}`; it has {}",
+                    self.name,
+                    self.framing_names()
+                ))
+            })
     }
 
     fn framing_names(&self) -> String {
@@ -246,7 +254,10 @@ pub struct Protocol {
 impl Protocol {
     /// A built-in protocol by name, or a protocol file.
     pub fn load(name_or_path: &str) -> Result<Self, SelfExplainError> {
-        match BUILTIN_PROTOCOLS.iter().find(|(name, _)| *name == name_or_path) {
+        match BUILTIN_PROTOCOLS
+            .iter()
+            .find(|(name, _)| *name == name_or_path)
+        {
             Some((name, text)) => Self::parse(text, name),
             None if !Path::new(name_or_path).exists() && !name_or_path.ends_with(".toml") => {
                 Err(SelfExplainError::BadInput(format!(
@@ -349,7 +360,12 @@ mod tests {
         }
         let p = BUILTIN_PROTOCOLS[0].1;
         let no_k = p.replace("k = 3\n", "");
-        assert!(Protocol::parse(&no_k, "p").unwrap_err().to_string().contains("`k`"));
+        assert!(
+            Protocol::parse(&no_k, "p")
+                .unwrap_err()
+                .to_string()
+                .contains("`k`")
+        );
         let no_input = p.replace("Review: {input}\n{question}", "{question}");
         assert!(
             Protocol::parse(&no_input, "p")
