@@ -119,7 +119,13 @@ pub fn self_explain(
     }
     let prediction = &task.label_names[classification.label];
     let fill = |template: &str| fill(template, task, protocol, input, prediction);
-    let answer_prefix = fill(&protocol.answer_prefix);
+    // Base models see the format in the few-shot examples and continue the query as written;
+    // an opening cut mid-pattern (`[` where the examples tokenize `["`) derails them.
+    let answer_prefix = if model.has_chat_template() {
+        fill(&protocol.answer_prefix)
+    } else {
+        String::new()
+    };
     let prompt = if model.has_chat_template() {
         let user = ChatMessage {
             role: "user".into(),
@@ -133,7 +139,6 @@ pub fn self_explain(
             text.push_str(&fill_example(&protocol.shot, task, ex));
         }
         text.push_str(&fill(&protocol.query));
-        text.push_str(&answer_prefix);
         text
     };
     let tokenizer = model.tokenizer();

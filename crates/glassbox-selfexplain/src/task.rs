@@ -242,9 +242,10 @@ pub struct Protocol {
     /// Chat models: the user's message and the start of the assistant's answer.
     pub user: String,
     pub assistant: String,
-    /// Text that opens the explanation itself (e.g. `[` of a JSON list, or `{first_word}:`),
-    /// filled like the other templates, appended to the
-    /// prompt and read back with the model's continuation by the parser.
+    /// Chat models: text that opens the explanation itself (e.g. `[` of a JSON list, or
+    /// `{first_word}:`), filled like the other templates, appended to the assistant's opening
+    /// and read back with the model's continuation by the parser. Base models continue the
+    /// few-shot query as written.
     pub answer_prefix: String,
     /// Base models: each few-shot example, then the query the model continues.
     pub shot: String,
@@ -366,7 +367,7 @@ mod tests {
                 .to_string()
                 .contains("`k`")
         );
-        let no_input = p.replace("Review: {input}\n{question}", "{question}");
+        let no_input = p.replace(r"Review: {input}\n{question}", "{question}");
         assert!(
             Protocol::parse(&no_input, "p")
                 .unwrap_err()
