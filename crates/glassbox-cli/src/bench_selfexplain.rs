@@ -119,15 +119,15 @@ pub(crate) fn run(args: SelfExplainBenchArgs, _out: &Output) -> anyhow::Result<(
         if framing.chat && !model.has_chat_template() {
             continue;
         }
-        let mut right = 0;
-        let mut positive = 0;
+        let (mut right, mut positive, mut calibrated_right) = (0, 0, 0);
         for s in &sample {
             let request = glassbox::selfexplain::classification_request(framing, &s.snippet.text)?;
             let c = classify(&model, &prepare(&model, &request)?)?;
             right += usize::from(c.label == gold_label(s.polarity));
             positive += usize::from(c.label == 0);
+            calibrated_right += usize::from(c.calibrated_label == gold_label(s.polarity));
         }
-        accuracy.push((name.clone(), right, positive));
+        accuracy.push((name.clone(), right, positive, calibrated_right));
     }
 
     let (_, framing) = task.framing(None)?;
@@ -231,13 +231,14 @@ pub(crate) fn run(args: SelfExplainBenchArgs, _out: &Output) -> anyhow::Result<(
         task.framing(None)?.0,
         args.seed
     ));
-    md.push_str("| framing | accuracy | predicted positive |\n|---|---:|---:|\n");
-    for (name, right, positive) in &accuracy {
+    md.push_str("| framing | accuracy | predicted positive | accuracy, contextually calibrated |\n|---|---:|---:|---:|\n");
+    let n = sample.len();
+    let percent = |k: usize| 100.0 * k as f64 / n.max(1) as f64;
+    for (name, right, positive, calibrated) in &accuracy {
         md.push_str(&format!(
-            "| {name} | {right}/{} ({:.0}%) | {positive}/{} |\n",
-            sample.len(),
-            100.0 * *right as f64 / sample.len().max(1) as f64,
-            sample.len()
+            "| {name} | {right}/{n} ({:.0}%) | {positive}/{n} | {calibrated}/{n} ({:.0}%) |\n",
+            percent(*right),
+            percent(*calibrated)
         ));
     }
     md.push_str("\n| protocol | complete | partial | failed | usable | written label = predicted |\n|---|---:|---:|---:|---:|---:|\n");

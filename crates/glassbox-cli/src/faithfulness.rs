@@ -80,6 +80,10 @@ pub(crate) fn run_self_explain(args: SelfExplainArgs, out: &Output) -> anyhow::R
             task.label_names[c.label],
             probs.join(", ")
         );
+        println!(
+            "calibrated (content-free input = the prompt without the text): {} ({:.3})",
+            task.label_names[c.calibrated_label], c.calibrated[c.calibrated_label]
+        );
         if let Some(stated) = result.stated_label {
             println!(
                 "label written after explaining: {}",

@@ -432,6 +432,15 @@ fn self_explain_evaluate_and_compare_work_on_saved_results() {
     assert_eq!(evaluation["explainer"], "self_explanation");
     assert_eq!(evaluation["results"].as_array().unwrap().len(), 5);
 
+    // Several results: an explainer × metric table.
+    let table = glassbox(&["evaluate", &loo, &own, "--metrics", "rankdel", "--markdown"]);
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(table.contains("| explainer | rankdel ↑ |"), "{table}");
+    assert!(
+        table.contains("leave_one_out") && table.contains("self_explanation"),
+        "{table}"
+    );
+
     let compared = json(&glassbox(&["compare", &own, &loo, "--json"]));
     assert_eq!(compared["agreement"]["n_units"], 9);
     let plain = glassbox(&["compare", &own, &loo]);

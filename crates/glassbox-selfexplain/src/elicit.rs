@@ -62,22 +62,53 @@ pub struct Classification {
     pub probs: Vec<f64>,
     /// The same with every input word deleted (the prompt's fixed text alone).
     pub probs_without_input: Vec<f64>,
+    /// Contextual calibration (Zhao et al. 2021): each label's probability divided by its
+    /// probability for a content-free input — here the prompt with the input deleted — and
+    /// renormalized, which removes the framing's own lean towards a label. Reported beside
+    /// the prediction; explanations explain the uncalibrated probabilities the model has.
+    pub calibrated: Vec<f64>,
+    /// The most probable label after calibration.
+    pub calibrated_label: usize,
+}
+
+/// Index of the largest value (the first on ties).
+fn best(values: &[f64]) -> Option<usize> {
+    values
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+        .map(|(i, _)| i)
+}
+
+/// `p / p_content_free`, renormalized (uniform when the content-free probabilities vanish).
+fn calibrate(probs: &[f64], content_free: &[f64]) -> Vec<f64> {
+    let ratios: Vec<f64> = probs
+        .iter()
+        .zip(content_free)
+        .map(|(p, q)| if *q > 0.0 { p / q } else { 0.0 })
+        .collect();
+    let total: f64 = ratios.iter().sum();
+    if total > 0.0 && total.is_finite() {
+        ratios.iter().map(|r| r / total).collect()
+    } else {
+        vec![1.0 / probs.len() as f64; probs.len()]
+    }
 }
 
 /// Classifies a prepared classification request (one batched pass: with and without the
 /// input).
 pub fn classify(model: &Model, prepared: &Prepared) -> Result<Classification, SelfExplainError> {
     let (probs, probs_without_input) = full_values(model, prepared)?;
-    let label = probs
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
-        .map(|(i, _)| i)
-        .ok_or_else(|| SelfExplainError::BadInput("the task has no labels".into()))?;
+    let no_labels = || SelfExplainError::BadInput("the task has no labels".into());
+    let label = best(&probs).ok_or_else(no_labels)?;
+    let calibrated = calibrate(&probs, &probs_without_input);
+    let calibrated_label = best(&calibrated).ok_or_else(no_labels)?;
     Ok(Classification {
         label,
         probs,
         probs_without_input,
+        calibrated,
+        calibrated_label,
     })
 }
 
@@ -323,6 +354,16 @@ mod tests {
         let three = score_rows(&s, &AnswerFormat::TopK { k: 2 }, 2, 3);
         assert_eq!(three[0], vec![0.0; 3]);
         assert_eq!(three[2], s.to_vec());
+    }
+
+    #[test]
+    fn calibration_removes_the_framing_lean() {
+        // The framing alone says 0.8 / 0.2; the input 0.6 / 0.4 leans negative relative to it:
+        // 0.6/0.8 = 0.75 and 0.4/0.2 = 2 → 0.75/2.75 and 2/2.75.
+        let c = calibrate(&[0.6, 0.4], &[0.8, 0.2]);
+        assert!((c[0] - 0.75 / 2.75).abs() < 1e-12 && (c[1] - 2.0 / 2.75).abs() < 1e-12);
+        assert_eq!(best(&c), Some(1));
+        assert_eq!(calibrate(&[0.5, 0.5], &[0.0, 0.0]), vec![0.5, 0.5]);
     }
 
     #[test]
