@@ -494,7 +494,9 @@ fn run_quantization(
         }
     };
     let mut md = format!(
-        "Model `{}`, {} polar snippets, framing `{}`, explainers {} and self-explanation          (`{}`), word units, delete perturbation. Each format's weights are quantized and          dequantized back, so every run uses the same f32 code. Reference: `{}`.\n\n",
+        "Model `{}`, {} polar snippets, framing `{}`, explainers {} and self-explanation \
+         (`{}`), word units, delete perturbation. Each format's weights are quantized and \
+         dequantized back, so every run uses the same f32 code. Reference: `{}`.\n\n",
         args.model.model,
         sample.len(),
         task.framing(None)?.0,
