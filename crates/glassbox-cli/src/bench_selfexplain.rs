@@ -327,16 +327,7 @@ pub(crate) fn run(args: SelfExplainBenchArgs, _out: &Output) -> anyhow::Result<(
         }
         md.push('\n');
     }
-    md.push_str(&format!(
-        "\nWhole study: {:.0} s ({} threads).\n",
-        started.elapsed().as_secs_f64(),
-        rayon::current_num_threads()
-    ));
-    if let Some(path) = &args.markdown {
-        std::fs::write(path, &md).with_context(|| format!("writing {}", path.display()))?;
-    }
-    print!("{md}");
-    Ok(())
+    finish(md, started, args.markdown.as_deref())
 }
 
 /// Each method's explanation of the classification request `base` (seeded).
@@ -560,12 +551,21 @@ fn run_quantization(
             ));
         }
     }
+    finish(md, started, args.markdown.as_deref())
+}
+
+/// Ends a study's Markdown with its time and thread count, writes it where asked, prints it.
+fn finish(
+    mut md: String,
+    started: Instant,
+    markdown: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     md.push_str(&format!(
         "\nWhole study: {:.0} s ({} threads).\n",
         started.elapsed().as_secs_f64(),
         rayon::current_num_threads()
     ));
-    if let Some(path) = &args.markdown {
+    if let Some(path) = markdown {
         std::fs::write(path, &md).with_context(|| format!("writing {}", path.display()))?;
     }
     print!("{md}");
