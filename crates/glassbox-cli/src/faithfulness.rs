@@ -184,15 +184,32 @@ fn read_reports(path: &Path) -> anyhow::Result<Vec<AttributeReport>> {
         }
         return Ok(reports);
     }
+    let schema = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("schema").and_then(|s| s.as_str().map(str::to_string)));
+    if schema.as_deref() == Some(glassbox::report::CITE_SCHEMA) {
+        return Err(bad(
+            &"a passage-attribution (cite) result; evaluate and compare take results \
+             of `glassbox attribute` and `glassbox self-explain`",
+        )
+        .into());
+    }
     Ok(vec![
         AttributeReport::from_json(&text).map_err(|e| bad(&e))?,
     ])
 }
 
+/// The one saved report of a file (compare takes one result per file).
 fn read_report(path: &Path) -> anyhow::Result<AttributeReport> {
-    let text = read_text(path)?;
-    AttributeReport::from_json(&text)
-        .map_err(|e| UsageError(format!("{}: {e}", path.display())).into())
+    let mut reports = read_reports(path)?;
+    match reports.len() {
+        1 => Ok(reports.remove(0)),
+        n => Err(UsageError(format!(
+            "{} holds {n} results; compare takes one result per file",
+            path.display()
+        ))
+        .into()),
+    }
 }
 
 pub(crate) fn run_evaluate(args: EvaluateArgs, out: &Output) -> anyhow::Result<()> {

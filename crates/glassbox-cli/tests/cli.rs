@@ -461,6 +461,9 @@ fn self_explain_evaluate_and_compare_work_on_saved_results() {
     std::fs::write(&broken, "{not json").unwrap();
     assert_exit(&glassbox(&["evaluate", &broken]), 2, "broken.json");
     assert_exit(&glassbox(&["compare", &broken, &loo]), 2, "broken.json");
+    let cite = path("cite.json");
+    std::fs::write(&cite, r#"{"schema": "glassbox.cite/1"}"#).unwrap();
+    assert_exit(&glassbox(&["evaluate", &cite]), 2, "passage-attribution");
     assert_exit(
         &glassbox(&["self-explain", "-i", review, "--protocol", "no-such"]),
         2,

@@ -241,7 +241,8 @@ impl AttributeReport {
             (Some(from), Some(to), Some(groups)) if from < to => groups,
             _ => {
                 return Err(SchemaError::Shape(format!(
-                    "scores computed per {computed} cannot be shown per {unit}: choose {computed}                      or a coarser level of token < word < sentence"
+                    "scores computed per {computed} cannot be shown per {unit}: choose {computed} \
+                     or a coarser level of token < word < sentence"
                 )));
             }
         };
