@@ -99,6 +99,14 @@ pub fn default_target(report: &AttributeReport) -> usize {
     0
 }
 
+/// The coalitions a metric plan needs, as the engine takes them.
+pub fn plan_coalitions(plan: &FaithfulnessPlan) -> Vec<Coalition> {
+    plan.coalitions()
+        .iter()
+        .map(|kept| Coalition::from_kept(kept))
+        .collect()
+}
+
 /// Scores `report`'s explanation with `options.metrics` on `model`.
 pub fn evaluate(
     model: &Model,
@@ -160,12 +168,7 @@ pub fn evaluate_with(
     let scores = &attribution.scores[t];
     let plan = FaithfulnessPlan::new(scores, &options.metrics, options.seed)?;
     let n = plan.n_units();
-    let coalitions: Vec<Coalition> = plan
-        .coalitions()
-        .iter()
-        .map(|k| Coalition::from_kept(k))
-        .collect();
-    let values = rescorer.values(&coalitions)?;
+    let values = rescorer.values(&plan_coalitions(&plan))?;
     let mut view = TargetView::new(t);
     if targets.iter().all(|tg| tg.kind == "label_prob") {
         view = view.with_labels((0..targets.len()).collect());

@@ -10,7 +10,9 @@ use glassbox::attribution::attribute::{
 };
 use glassbox::attribution::{Coalition, Perturbation};
 use glassbox::eval::{FaithfulnessPlan, MetricRequest, TargetView};
-use glassbox::evaluate::{EvaluateError, EvaluateOptions, default_target, evaluate};
+use glassbox::evaluate::{
+    EvaluateError, EvaluateOptions, default_target, evaluate, plan_coalitions,
+};
 use glassbox::report::AttributeReport;
 use glassbox::selfexplain::{Protocol, Task, classification_request, self_explain};
 use glassbox::{Fetch, LoadOptions, Model, NoProgress, load_model};
@@ -72,11 +74,7 @@ fn engine_evaluated_metrics_equal_rescoring_every_perturbed_input_from_scratch()
         let t = default_target(&report);
         let plan = FaithfulnessPlan::new(&report.attribution.scores[t], &all_metrics(), 5).unwrap();
         let n = plan.n_units();
-        let coalitions: Vec<Coalition> = plan
-            .coalitions()
-            .iter()
-            .map(|k| Coalition::from_kept(k))
-            .collect();
+        let coalitions = plan_coalitions(&plan);
         let engine = rescorer.values(&coalitions).unwrap();
         let scratch = rescorer.values_from_scratch(&coalitions).unwrap();
         let max = engine
