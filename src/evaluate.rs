@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use glassbox_attribution::attribute::{Rescorer, UnitLevel};
+use glassbox_attribution::attribute::{Rescorer, Sensitivity, UnitLevel};
 use glassbox_attribution::{AttributionError, Coalition, Perturbation};
 use glassbox_eval::{EvalError, FaithfulnessPlan, MetricRequest, MetricResult, TargetView};
 use glassbox_report::{Aggregation, AttributeReport, Cost};
@@ -47,6 +47,10 @@ pub struct Evaluation {
     pub results: Vec<MetricResult>,
     /// What the re-scoring cost (every metric's coalitions together).
     pub cost: Cost,
+    /// Max-sensitivity of a gradient-method result, when asked for (it re-explains the input
+    /// rather than re-scoring removals, so it is not one of the planned metrics).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensitivity: Option<Sensitivity>,
 }
 
 /// Errors of evaluating a saved result.
@@ -206,5 +210,6 @@ pub fn evaluate_with(
             tokens_from_scratch: s.tokens_from_scratch - before.tokens_from_scratch,
             seconds: started.elapsed().as_secs_f64(),
         },
+        sensitivity: None,
     })
 }

@@ -46,6 +46,8 @@ pub enum AttributionError {
     BadInput(String),
     #[error(transparent)]
     Runtime(#[from] glassbox_runtime::RuntimeError),
+    #[error(transparent)]
+    Eval(#[from] glassbox_eval::EvalError),
 }
 
 impl AttributionError {

@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use glassbox::attribution::attribute::UnitLevel;
+use glassbox::attribution::attribute::gradient_sensitivity;
 use glassbox::eval::MetricRequest;
 use glassbox::eval::agreement::agreement;
 use glassbox::eval::table::Table;
-use glassbox::evaluate::{EvaluateOptions, Evaluation, evaluate};
+use glassbox::evaluate::{EvaluateOptions, Evaluation, default_target, evaluate};
 use glassbox::report::{Aggregation, AttributeReport};
 use glassbox::selfexplain::{Protocol, Task, elicit::DEFAULT_MAX_TOKENS, self_explain};
 
@@ -139,9 +140,16 @@ pub(crate) struct EvaluateArgs {
     /// The target evaluated, by index (default: the predicted label, or the first target).
     #[arg(long)]
     target: Option<usize>,
-    /// Seed of metrics with random removals (infidelity).
+    /// Seed of metrics with random removals (infidelity) and of --sensitivity's noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Also measure max-sensitivity (gradient-method results): re-explain at this many inputs
+    /// whose embeddings move by uniform noise of --radius × their range.
+    #[arg(long)]
+    sensitivity: Option<usize>,
+    /// Radius of --sensitivity's noise, as a fraction of the input embeddings' range.
+    #[arg(long, default_value_t = glassbox::attribution::attribute::SENSITIVITY_RADIUS)]
+    radius: f64,
     /// Write the evaluation JSON here.
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -234,7 +242,19 @@ pub(crate) fn run_evaluate(args: EvaluateArgs, out: &Output) -> anyhow::Result<(
     let bar = crate::progress::steps("re-scoring", reports.len() as u64);
     let mut evaluations = Vec::new();
     for report in &reports {
-        evaluations.push(evaluate(&model, report, &options)?);
+        let mut evaluation = evaluate(&model, report, &options)?;
+        if let Some(samples) = args.sensitivity {
+            let target = args.target.unwrap_or_else(|| default_target(report));
+            evaluation.sensitivity = Some(gradient_sensitivity(
+                &model,
+                report,
+                target,
+                samples,
+                args.radius,
+                args.seed,
+            )?);
+        }
+        evaluations.push(evaluation);
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -287,6 +307,12 @@ fn render_evaluation(e: &Evaluation) -> String {
             r.direction.arrow(),
             value,
             r.evaluations
+        ));
+    }
+    if let Some(sens) = &e.sensitivity {
+        s.push_str(&format!(
+            "{:<32} ↓ {:>9.4}  ({} re-explanations, noise ±{:.4} = {} × the embeddings' range)\n",
+            "sensitivity_max", sens.value, sens.samples, sens.epsilon, sens.radius
         ));
     }
     s.push_str(&format!(

@@ -465,6 +465,11 @@ fn self_explain_evaluate_and_compare_work_on_saved_results() {
     std::fs::write(&cite, r#"{"schema": "glassbox.cite/1"}"#).unwrap();
     assert_exit(&glassbox(&["evaluate", &cite]), 2, "passage-attribution");
     assert_exit(
+        &glassbox(&["evaluate", &loo, "--sensitivity", "2"]),
+        2,
+        "only gradient methods",
+    );
+    assert_exit(
         &glassbox(&["self-explain", "-i", review, "--protocol", "no-such"]),
         2,
         "built-in protocols",

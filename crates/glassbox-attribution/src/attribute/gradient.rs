@@ -94,6 +94,25 @@ impl GradientMethod {
         }
     }
 
+    /// The method a saved result names (its `name` and `params`), or `None` when the result
+    /// was not made by a gradient method.
+    pub fn from_saved(name: &str, params: &serde_json::Value) -> Option<Self> {
+        let number = |key: &str| params.get(key).and_then(|v| v.as_f64());
+        Some(match name {
+            "saliency" => GradientMethod::Saliency,
+            "gradient_x_input" => GradientMethod::GradientXInput,
+            "integrated_gradients" => GradientMethod::IntegratedGradients {
+                steps: number("steps")? as usize,
+                baseline: Baseline::parse(params.get("baseline")?.as_str()?).ok()?,
+            },
+            "smoothgrad" => GradientMethod::SmoothGrad {
+                samples: number("samples")? as usize,
+                noise: number("noise_level")?,
+            },
+            _ => return None,
+        })
+    }
+
     pub fn params(&self) -> serde_json::Value {
         match *self {
             GradientMethod::Saliency => json!({"norm": "l2"}),
@@ -115,6 +134,9 @@ pub struct GradientInput<'a> {
     pub units: std::ops::Range<usize>,
     /// Row of the logits that predicts the answer's first token.
     pub first: usize,
+    /// Added to the input tokens' embeddings (`units.len() × hidden` values): the explanation
+    /// of a perturbed input x + δ, as sensitivity measures ask for. `None`: x itself.
+    pub shift: Option<&'a [f32]>,
 }
 
 /// Counters of a gradient run: forward and backward passes.
@@ -135,7 +157,18 @@ pub fn gradient_scores(
     let cfg = model.config();
     let d = cfg.hidden_size;
     let len = input.ids.len();
-    let embedded = model.embed(input.ids)?;
+    let mut embedded = model.embed(input.ids)?;
+    if let Some(shift) = input.shift {
+        let rows = &mut embedded.data[input.units.start * d..input.units.end * d];
+        if shift.len() != rows.len() {
+            return Err(AttributionError::BadInput(format!(
+                "an input shift of {} values for {} input embeddings of width {d}",
+                shift.len(),
+                input.units.len()
+            )));
+        }
+        rows.iter_mut().zip(shift).for_each(|(v, s)| *v += s);
+    }
     let x = Tensor::from_vec(embedded.data, (len, d), &Device::Cpu).map_err(candle)?;
     let dims = targets.formulas.len();
     let mut cost = GradientCost::default();

@@ -28,7 +28,7 @@ use glassbox_runtime::{Capture, GenerateOptions, LogitsAt, Model, Row, Sampling,
 
 pub use attention::{AttentionMethod, attention_rows};
 pub use gradient::{Baseline, GradientMethod};
-pub use rescore::Rescorer;
+pub use rescore::{Rescorer, SENSITIVITY_RADIUS, Sensitivity, gradient_sensitivity};
 pub use target::{Formula, TARGET_KINDS, TargetSpec, Targets};
 pub use units::{InputUnits, UNIT_LEVELS, UnitLevel};
 
@@ -612,6 +612,7 @@ pub fn attribute(
                 ids: &ids,
                 units: prepared.prefix.len()..prepared.prefix.len() + prepared.units.ids.len(),
                 first: prepared.prefix.len() + prepared.units.ids.len() + prepared.suffix.len() - 1,
+                shift: None,
             };
             let (mut estimate, runs) =
                 gradient::gradient_scores(model, &input, &prepared.targets, method, request.seed)?;
