@@ -16,7 +16,7 @@ use glassbox::report::{
 };
 use serde::Deserialize;
 
-use crate::input::{InputText, ModelArgs, check_output};
+use crate::input::{InputText, ModelArgs, ResultOutput, check_output};
 use crate::{Output, UsageError};
 
 /// The settings shared by `attribute` and `attribute-dataset`.
@@ -167,24 +167,12 @@ pub(crate) struct AttributeArgs {
     /// Explain the model's greedy continuation (up to --max-tokens).
     #[arg(long)]
     generate: bool,
-    /// Write the JSON result here.
-    #[arg(long, short)]
-    output: Option<PathBuf>,
-    /// Write a self-contained HTML heatmap here.
-    #[arg(long)]
-    html: Option<PathBuf>,
-    /// Overwrite --output/--html if they exist.
-    #[arg(long)]
-    force: bool,
-    /// Terminal output without colours (also when NO_COLOR is set or output is not a terminal).
-    #[arg(long)]
-    plain: bool,
+    #[command(flatten)]
+    written: ResultOutput,
 }
 
 pub(crate) fn run(args: AttributeArgs, out: &Output) -> anyhow::Result<()> {
-    for path in [&args.output, &args.html].into_iter().flatten() {
-        check_output(path, args.force)?;
-    }
+    args.written.check()?;
     let input = args.input.text()?;
     let answer = match (&args.continuation, args.generate) {
         (Some(c), _) => AnswerSpec::Given(c.clone()),
@@ -198,11 +186,18 @@ pub(crate) fn run(args: AttributeArgs, out: &Output) -> anyhow::Result<()> {
     let bar = crate::progress::spinner(&format!("attributing ({})", request.method.name()));
     let report = attribute(&model, &request)?;
     bar.finish_and_clear();
-    if let Some(path) = &args.output {
+    if let Some(path) = &args.written.output {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    show(&report, None, None, args.html.as_deref(), args.plain, out)
+    show(
+        &report,
+        None,
+        None,
+        args.written.html.as_deref(),
+        args.written.plain,
+        out,
+    )
 }
 
 /// Writes the HTML heatmap if asked, then prints the report as JSON or terminal text.

@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use glassbox::attribution::cite::{CiteRequest, CiteTarget, DEFAULT_TEMPLATE, RagTemplate, cite};
-use glassbox::attribution::{Aggregate, Method, Perturbation};
+use glassbox::attribution::{Aggregate, Method};
 use glassbox::report::{CiteReport, render_html, render_terminal};
 use serde::Deserialize;
 
-use crate::input::{ModelArgs, check_output, read_text};
+use crate::attribute::PerturbationArg;
+use crate::input::{ModelArgs, ResultOutput, read_text};
 use crate::{Output, UsageError};
 
 #[derive(Args)]
@@ -58,25 +59,8 @@ pub(crate) struct CiteArgs {
     /// A prompt template (TOML like prompts/rag_qa.toml) instead of the built-in one.
     #[arg(long)]
     template: Option<PathBuf>,
-    /// Write the JSON result here (batch mode: one result per line).
-    #[arg(long, short)]
-    output: Option<PathBuf>,
-    /// Write a self-contained HTML report here.
-    #[arg(long)]
-    html: Option<PathBuf>,
-    /// Overwrite --output/--html if they exist.
-    #[arg(long)]
-    force: bool,
-    /// Terminal output without colours (also when NO_COLOR is set or output is not a terminal).
-    #[arg(long)]
-    plain: bool,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy)]
-enum PerturbationArg {
-    Delete,
-    Placeholder,
-    AttentionBlock,
+    #[command(flatten)]
+    written: ResultOutput,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -147,11 +131,7 @@ impl CiteArgs {
             system: self.system.clone(),
             template,
             method: Method::parse(&self.method, self.samples)?,
-            perturbation: match self.perturbation {
-                PerturbationArg::Delete => Perturbation::Delete,
-                PerturbationArg::Placeholder => Perturbation::Placeholder,
-                PerturbationArg::AttentionBlock => Perturbation::AttentionBlock,
-            },
+            perturbation: self.perturbation.perturbation(),
             target: match self.target {
                 TargetArg::Sum => CiteTarget::LogProb(Aggregate::Sum),
                 TargetArg::Mean => CiteTarget::LogProb(Aggregate::Mean),
@@ -165,9 +145,7 @@ impl CiteArgs {
 }
 
 pub(crate) fn run(args: CiteArgs, out: &Output) -> anyhow::Result<()> {
-    for path in [&args.output, &args.html].into_iter().flatten() {
-        check_output(path, args.force)?;
-    }
+    args.written.check()?;
     Method::parse(&args.method, args.samples)?;
     if let Some(batch) = &args.batch {
         return run_batch(&args, batch, out);
@@ -182,11 +160,16 @@ pub(crate) fn run(args: CiteArgs, out: &Output) -> anyhow::Result<()> {
     let bar = crate::progress::spinner(&format!("attributing ({})", request.method.name()));
     let report = cite(&model, &request)?;
     bar.finish_and_clear();
-    if let Some(path) = &args.output {
+    if let Some(path) = &args.written.output {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    show(&report, args.html.as_deref(), args.plain, out)
+    show(
+        &report,
+        args.written.html.as_deref(),
+        args.written.plain,
+        out,
+    )
 }
 
 fn run_batch(args: &CiteArgs, batch: &Path, out: &Output) -> anyhow::Result<()> {
@@ -207,7 +190,7 @@ fn run_batch(args: &CiteArgs, batch: &Path, out: &Output) -> anyhow::Result<()> 
     }
     let model = args.model.load()?;
     let bar = crate::progress::steps("citing", cases.len() as u64);
-    let mut sink: Box<dyn Write> = match &args.output {
+    let mut sink: Box<dyn Write> = match &args.written.output {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         )),
@@ -223,7 +206,7 @@ fn run_batch(args: &CiteArgs, batch: &Path, out: &Output) -> anyhow::Result<()> 
     }
     bar.finish_and_clear();
     if !out.json
-        && let Some(path) = &args.output
+        && let Some(path) = &args.written.output
     {
         eprintln!("results written to {}", path.display());
     }

@@ -16,7 +16,7 @@ use glassbox::report::{Aggregation, AttributeReport};
 use glassbox::selfexplain::{Protocol, Task, elicit::DEFAULT_MAX_TOKENS, self_explain};
 
 use crate::attribute::PerturbationArg;
-use crate::input::{InputText, ModelArgs, check_output, read_text};
+use crate::input::{InputText, ModelArgs, ResultOutput, check_output, read_text};
 use crate::{Output, UsageError};
 
 /// The metrics `evaluate` computes unless told otherwise.
@@ -41,22 +41,13 @@ pub(crate) struct SelfExplainArgs {
     /// Longest self-explanation generated.
     #[arg(long, default_value_t = DEFAULT_MAX_TOKENS)]
     max_tokens: usize,
-    /// Write the result (a `glassbox.attribute/1` report, re-scorable by `evaluate`) here.
-    #[arg(long, short)]
-    output: Option<PathBuf>,
-    /// Write a self-contained HTML heatmap of the self-explanation here.
-    #[arg(long)]
-    html: Option<PathBuf>,
-    #[arg(long)]
-    force: bool,
-    #[arg(long)]
-    plain: bool,
+    /// --output writes a `glassbox.attribute/1` report, re-scorable by `evaluate`.
+    #[command(flatten)]
+    written: ResultOutput,
 }
 
 pub(crate) fn run_self_explain(args: SelfExplainArgs, out: &Output) -> anyhow::Result<()> {
-    for path in [&args.output, &args.html].into_iter().flatten() {
-        check_output(path, args.force)?;
-    }
+    args.written.check()?;
     let input = args.input.text()?;
     let task = Task::load(&args.task)?;
     let (_, framing) = task.framing(args.framing.as_deref())?;
@@ -65,7 +56,7 @@ pub(crate) fn run_self_explain(args: SelfExplainArgs, out: &Output) -> anyhow::R
     let bar = crate::progress::spinner("asking the model to explain itself");
     let result = self_explain(&model, &task, framing, &protocol, &input, args.max_tokens)?;
     bar.finish_and_clear();
-    if let Some(path) = &args.output {
+    if let Some(path) = &args.written.output {
         write(path, &serde_json::to_string_pretty(&result.report)?)?;
     }
     if !out.json {
@@ -106,8 +97,8 @@ pub(crate) fn run_self_explain(args: SelfExplainArgs, out: &Output) -> anyhow::R
         &result.report,
         None,
         None,
-        args.html.as_deref(),
-        args.plain,
+        args.written.html.as_deref(),
+        args.written.plain,
         out,
     )
 }

@@ -144,3 +144,30 @@ impl InputText {
         }
     }
 }
+
+/// Where a command writes its result, shared by `attribute`, `cite` and `self-explain`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ResultOutput {
+    /// Write the JSON result here (cite --batch: one result per line).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Write a self-contained HTML report here.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Overwrite --output/--html if they exist.
+    #[arg(long)]
+    pub force: bool,
+    /// Terminal output without colours (also when NO_COLOR is set or output is not a terminal).
+    #[arg(long)]
+    pub plain: bool,
+}
+
+impl ResultOutput {
+    /// Refuses to start when a file would be overwritten without --force.
+    pub fn check(&self) -> anyhow::Result<()> {
+        for path in [&self.output, &self.html].into_iter().flatten() {
+            check_output(path, self.force)?;
+        }
+        Ok(())
+    }
+}
