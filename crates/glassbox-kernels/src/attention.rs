@@ -10,6 +10,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::gemm::{PackedMatrix, gemm_packed, pack_transposed_rows};
+use crate::gemm_backward::gemm_packed_backward;
 use crate::math::softmax_rows;
 
 /// Head layout of an attention call.
@@ -99,24 +100,7 @@ pub fn attention(
 
     let head_out = |h: usize, probs_out: Option<&mut [f32]>| -> Vec<f32> {
         let (keys, values) = &packed[h / group];
-        let mut scores = vec![0f32; lq * lk];
-        gemm_packed(&q[h * hd..], heads * hd, lq, keys, &mut scores, lk, false);
-        for (i, row) in scores.chunks_mut(lk).enumerate() {
-            let (start, end) = filter.ranges[i];
-            let end = end.min(lk);
-            let start = start.min(end);
-            row[..start].fill(f32::NEG_INFINITY);
-            row[end..].fill(f32::NEG_INFINITY);
-            for s in &mut row[start..end] {
-                *s *= scale;
-            }
-            for (queries, blocked) in filter.blocked {
-                if queries.contains(&i) {
-                    row[blocked.start.min(lk)..blocked.end.min(lk)].fill(f32::NEG_INFINITY);
-                }
-            }
-        }
-        softmax_rows(&mut scores, lk);
+        let scores = probabilities(&q[h * hd..], heads * hd, keys, scale, filter);
         let mut o = vec![0f32; lq * hd];
         gemm_packed(&scores, lk, lq, values, &mut o, hd, false);
         if let Some(p) = probs_out {
@@ -144,6 +128,147 @@ pub fn attention(
                 .copy_from_slice(&o[i * hd..(i + 1) * hd]);
         }
     }
+}
+
+/// Attention probabilities `[lq, lk]` of one head: `softmax(scale · q·kᵀ)` over the keys each
+/// query may see (0 elsewhere). `q` holds the head's query rows at stride `ldq`, `keys` its
+/// `lk` keys packed as the weight of a GEMM.
+fn probabilities(
+    q: &[f32],
+    ldq: usize,
+    keys: &PackedMatrix,
+    scale: f32,
+    filter: KeyFilter<'_>,
+) -> Vec<f32> {
+    let (lq, lk) = (filter.ranges.len(), keys.n());
+    let mut scores = vec![0f32; lq * lk];
+    gemm_packed(q, ldq, lq, keys, &mut scores, lk, false);
+    for (i, row) in scores.chunks_mut(lk).enumerate() {
+        let (start, end) = filter.ranges[i];
+        let end = end.min(lk);
+        let start = start.min(end);
+        row[..start].fill(f32::NEG_INFINITY);
+        row[end..].fill(f32::NEG_INFINITY);
+        for s in &mut row[start..end] {
+            *s *= scale;
+        }
+        for (queries, blocked) in filter.blocked {
+            if queries.contains(&i) {
+                row[blocked.start.min(lk)..blocked.end.min(lk)].fill(f32::NEG_INFINITY);
+            }
+        }
+    }
+    softmax_rows(&mut scores, lk);
+    scores
+}
+
+/// The backward of [`attention()`] for one sequence whose keys and values are contiguous
+/// (`k`, `v`: `[lk, kv_heads · head_dim]`): given `dout = ∂L/∂out`, writes `∂L/∂q`, `∂L/∂k`
+/// and `∂L/∂v`. The probabilities are recomputed (by the forward's own code) rather than
+/// stored, so the backward holds one head's `[lq, lk]` at a time. Per head, with
+/// `P = softmax(S)`: `∂V = Pᵀ·∂O`, `∂P = ∂O·Vᵀ`, `∂S = P ⊙ (∂P − rowsum(P ⊙ ∂P))`,
+/// `∂Q = scale·∂S·K`, `∂K = scale·∂Sᵀ·Q`; the query heads of a KV group add into its `∂K`, `∂V`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    shape: AttentionShape,
+    filter: KeyFilter<'_>,
+    dout: &[f32],
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+) {
+    let AttentionShape {
+        heads,
+        kv_heads,
+        head_dim: hd,
+        scale,
+    } = shape;
+    assert!(
+        kv_heads > 0 && heads % kv_heads == 0,
+        "heads must be a multiple of kv_heads"
+    );
+    let (qw, kvw) = (heads * hd, kv_heads * hd);
+    let lq = filter.ranges.len();
+    let lk = k.len() / kvw;
+    assert_eq!(q.len(), lq * qw, "q is not [lq, heads * head_dim]");
+    assert_eq!(k.len(), lk * kvw, "k is not [lk, kv_heads * head_dim]");
+    assert!(v.len() == k.len() && dk.len() == k.len() && dv.len() == v.len());
+    assert!(dout.len() == q.len() && dq.len() == q.len());
+    dk.fill(0.0);
+    dv.fill(0.0);
+    if lq == 0 || lk == 0 {
+        dq.fill(0.0);
+        return;
+    }
+    let group = heads / kv_heads;
+    let packed: Vec<(PackedMatrix, PackedMatrix)> = (0..kv_heads)
+        .into_par_iter()
+        .map(|g| {
+            (
+                PackedMatrix::from_rows(&k[g * hd..], lk, hd, kvw),
+                PackedMatrix::from_rows(&v[g * hd..], lk, hd, kvw),
+            )
+        })
+        .collect();
+    // Per head: (∂Q_h [lq, hd], ∂K contribution [lk, hd], ∂V contribution [lk, hd]).
+    let per_head: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..heads)
+        .into_par_iter()
+        .map(|h| {
+            let (keys, values) = &packed[h / group];
+            let p = probabilities(&q[h * hd..], qw, keys, scale, filter);
+            let mut dp = vec![0f32; lq * lk];
+            gemm_packed(&dout[h * hd..], qw, lq, values, &mut dp, lk, false);
+            // ∂S, scaled: the scores are scale·q·k.
+            for (prow, dprow) in p.chunks(lk).zip(dp.chunks_mut(lk)) {
+                let dot: f32 = prow.iter().zip(dprow.iter()).map(|(a, b)| a * b).sum();
+                for (d, &pv) in dprow.iter_mut().zip(prow) {
+                    *d = scale * pv * (*d - dot);
+                }
+            }
+            let ds = dp;
+            let mut dqh = vec![0f32; lq * hd];
+            gemm_packed_backward(&ds, lk, lq, keys, &mut dqh, hd, false);
+            let (dst, pt) = (transpose(&ds, lq, lk), transpose(&p, lq, lk));
+            let queries = PackedMatrix::from_rows(&q[h * hd..], lq, hd, qw);
+            let grads = PackedMatrix::from_rows(&dout[h * hd..], lq, hd, qw);
+            let mut dkh = vec![0f32; lk * hd];
+            let mut dvh = vec![0f32; lk * hd];
+            gemm_packed_backward(&dst, lq, lk, &queries, &mut dkh, hd, false);
+            gemm_packed_backward(&pt, lq, lk, &grads, &mut dvh, hd, false);
+            (dqh, dkh, dvh)
+        })
+        .collect();
+    for (h, (dqh, dkh, dvh)) in per_head.iter().enumerate() {
+        let g = h / group;
+        for i in 0..lq {
+            dq[i * qw + h * hd..i * qw + (h + 1) * hd].copy_from_slice(&dqh[i * hd..(i + 1) * hd]);
+        }
+        for j in 0..lk {
+            let row = j * kvw + g * hd..j * kvw + (g + 1) * hd;
+            dk[row.clone()]
+                .iter_mut()
+                .zip(&dkh[j * hd..(j + 1) * hd])
+                .for_each(|(a, b)| *a += b);
+            dv[row]
+                .iter_mut()
+                .zip(&dvh[j * hd..(j + 1) * hd])
+                .for_each(|(a, b)| *a += b);
+        }
+    }
+}
+
+/// `[rows, cols]` → `[cols, rows]`.
+fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; rows * cols];
+    for (i, row) in x.chunks(cols).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            t[j * rows + i] = v;
+        }
+    }
+    t
 }
 
 /// The `head_dim` slice of KV group `g` in every row of every part, in order.
@@ -273,5 +398,63 @@ mod tests {
         let mut out2 = vec![0f32; q.len()];
         attention(&q, &[&k], &[&v], shape, filter, &mut out2, None);
         assert_eq!(out, out2);
+    }
+
+    #[test]
+    fn backward_equals_finite_differences_with_gqa_window_and_blocks() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let shape = AttentionShape {
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 6,
+            scale: 0.4,
+        };
+        let l = 7usize;
+        let rand = |n: usize, rng: &mut StdRng| -> Vec<f32> {
+            (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+        };
+        let (q, k, v) = (
+            rand(l * 24, &mut rng),
+            rand(l * 12, &mut rng),
+            rand(l * 12, &mut rng),
+        );
+        let c = rand(l * 24, &mut rng);
+        let ranges: Vec<(usize, usize)> =
+            (0..l).map(|i| ((i + 1).saturating_sub(4), i + 1)).collect();
+        let blocked = vec![(3..7, 1..3)];
+        let filter = KeyFilter {
+            ranges: &ranges,
+            blocked: &blocked,
+        };
+        // L = Σ c ⊙ attention(q, k, v), evaluated in f64 by the reference.
+        let loss = |q: &[f32], k: &[f32], v: &[f32]| -> f64 {
+            let (out, _) = reference(q, k, v, shape, filter);
+            out.iter().zip(&c).map(|(&a, &b)| a as f64 * b as f64).sum()
+        };
+        let (mut dq, mut dk, mut dv) = (
+            vec![0f32; q.len()],
+            vec![0f32; k.len()],
+            vec![0f32; v.len()],
+        );
+        attention_backward(&q, &k, &v, shape, filter, &c, &mut dq, &mut dk, &mut dv);
+        let h = 1e-2f32;
+        let check = |which: usize, grad: &[f32]| {
+            for i in 0..grad.len() {
+                let bump = |delta: f32| {
+                    let (mut q2, mut k2, mut v2) = (q.clone(), k.clone(), v.clone());
+                    [&mut q2, &mut k2, &mut v2][which][i] += delta;
+                    loss(&q2, &k2, &v2)
+                };
+                let want = (bump(h) - bump(-h)) / (2.0 * h as f64);
+                assert!(
+                    (grad[i] as f64 - want).abs() < 2e-3,
+                    "input {which}, {i}: {} vs {want}",
+                    grad[i]
+                );
+            }
+        };
+        check(0, &dq);
+        check(1, &dk);
+        check(2, &dv);
     }
 }

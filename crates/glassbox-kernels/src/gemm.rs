@@ -12,8 +12,6 @@
 //! threading or batch composition: the same row of `A` gives bit-identical outputs whatever
 //! other rows it is multiplied with. The runtime's batching tests rely on that.
 
-use std::sync::OnceLock;
-
 use rayon::prelude::*;
 
 /// Width of a packed panel (output columns per micro-kernel call): two 16-lane vectors.
@@ -37,9 +35,6 @@ pub struct PackedMatrix {
     k: usize,
     /// `ceil(n / NR)` panels of `k · NR` floats; columns past `n` are zero.
     data: Vec<f32>,
-    /// `W` itself packed as the weight of `x · W` (the backward of `x · Wᵀ`), built on first
-    /// use: only gradient computations pay its time and memory.
-    transposed: OnceLock<Box<PackedMatrix>>,
 }
 
 impl std::fmt::Debug for PackedMatrix {
@@ -76,12 +71,7 @@ impl PackedMatrix {
             count += 1;
         }
         assert_eq!(count, n, "fewer rows than announced");
-        Self {
-            n,
-            k,
-            data,
-            transposed: OnceLock::new(),
-        }
+        Self { n, k, data }
     }
 
     /// Output features (`n`).
@@ -110,16 +100,12 @@ impl PackedMatrix {
         }
     }
 
-    /// Unpacks to the row-major `[n, k]` matrix.
-    /// The packing of `Wᵀ` (`k` rows of length `n`), so that `A · W` for `A: [m, n]` is one
-    /// packed GEMM: the input gradient of `x · Wᵀ`. Built once, on first use.
-    pub fn transposed(&self) -> &PackedMatrix {
-        self.transposed.get_or_init(|| {
-            let rows = self.to_rows();
-            Box::new(pack_transposed(&rows, self.n, self.k, self.k))
-        })
+    /// The packed panels (see the module documentation for their layout).
+    pub(crate) fn data(&self) -> &[f32] {
+        &self.data
     }
 
+    /// Unpacks to the row-major `[n, k]` matrix.
     pub fn to_rows(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.n * self.k];
         for (i, row) in out.chunks_mut(self.k.max(1)).enumerate().take(self.n) {
@@ -167,12 +153,7 @@ pub fn pack_transposed_rows<'a>(
         count += 1;
     }
     assert_eq!(count, k, "fewer rows than announced");
-    PackedMatrix {
-        n,
-        k,
-        data,
-        transposed: OnceLock::new(),
-    }
+    PackedMatrix { n, k, data }
 }
 
 /// `C[i, :] = A[i, :] · Wᵀ` for `i < m`; row `i` of `A` starts at `a[i * lda]`, row `i` of `C`
@@ -206,7 +187,7 @@ pub fn gemm_packed(
     let run = |rows: std::ops::Range<usize>, cols: std::ops::Range<usize>| {
         // SAFETY: tasks cover disjoint (row range × panel range) tiles of C, bounds were
         // checked above, and A/W are only read.
-        unsafe { block(kernel, a, lda, w, c_ptr, ldc, rows, cols) }
+        unsafe { block(kernel, a, lda, w, c_ptr, ldc, rows, cols, false) }
     };
     let threads = if parallel {
         rayon::current_num_threads()
@@ -231,14 +212,14 @@ pub fn gemm_packed(
 }
 
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(crate) struct SendPtr(pub(crate) *mut f32);
 // SAFETY: used only to hand disjoint output tiles to rayon tasks.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
 /// Which micro-kernel this CPU runs.
 #[derive(Clone, Copy)]
-enum Kernel {
+pub(crate) enum Kernel {
     #[cfg(target_arch = "x86_64")]
     Avx512,
     #[cfg(target_arch = "x86_64")]
@@ -247,7 +228,7 @@ enum Kernel {
 }
 
 impl Kernel {
-    fn detect() -> Self {
+    pub(crate) fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
@@ -263,9 +244,10 @@ impl Kernel {
     }
 }
 
-/// Computes the C tile `rows × (panels · NR)`, blocked for the caches.
+/// Computes the C tile `rows × (panels · NR)`, blocked for the caches; with `add`, adds
+/// to what C holds instead of overwriting it.
 #[allow(clippy::too_many_arguments)]
-unsafe fn block(
+pub(crate) unsafe fn block(
     kernel: Kernel,
     a: &[f32],
     lda: usize,
@@ -274,6 +256,7 @@ unsafe fn block(
     ldc: usize,
     rows: std::ops::Range<usize>,
     panels: std::ops::Range<usize>,
+    add: bool,
 ) {
     let k = w.k;
     let k_blocks = if k <= KC_MAX {
@@ -302,7 +285,7 @@ unsafe fn block(
                         ldc,
                         kc,
                         nvalid,
-                        accumulate: pc > 0,
+                        accumulate: add || pc > 0,
                     };
                     unsafe { tile.run(kernel, r) };
                     i += r;
@@ -469,33 +452,6 @@ mod tests {
     }
 
     #[test]
-    fn transposed_packing_multiplies_by_w_itself() {
-        // Sizes that cross panel and block boundaries in both directions.
-        let (m, n, k) = (9, 45, 70);
-        let w: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 31 % 17) as f32 - 8.0) * 0.05)
-            .collect();
-        let a: Vec<f32> = (0..m * n)
-            .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
-            .collect();
-        let packed = PackedMatrix::from_rows(&w, n, k, k);
-        let t = packed.transposed();
-        assert_eq!((t.n(), t.k()), (k, n));
-        // A · W = A · (Wᵀ)ᵀ: the reference on Wᵀ's rows.
-        let wt: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
-        let expect = reference(&a, m, &wt, k, n);
-        let mut c = vec![0f32; m * k];
-        gemm_packed(&a, n, m, t, &mut c, k, true);
-        let err = c
-            .iter()
-            .zip(&expect)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
-        assert!(err < 1e-4, "{err}");
-        assert!(std::ptr::eq(t, packed.transposed()), "built once");
-    }
-
-    #[test]
     fn matches_reference_on_ragged_shapes() {
         let mut rng = StdRng::seed_from_u64(7);
         for &(m, n, k) in &[
@@ -547,7 +503,19 @@ mod tests {
         for kernel in kernels {
             let mut c = vec![0f32; m * n];
             let ptr = SendPtr(c.as_mut_ptr());
-            unsafe { block(kernel, &a, k, &packed, ptr, n, 0..m, 0..n.div_ceil(NR)) };
+            unsafe {
+                block(
+                    kernel,
+                    &a,
+                    k,
+                    &packed,
+                    ptr,
+                    n,
+                    0..m,
+                    0..n.div_ceil(NR),
+                    false,
+                )
+            };
             let err = c
                 .iter()
                 .zip(&expect)

@@ -1,4 +1,4 @@
-//! CPU kernels for Glassbox's forward pass.
+//! CPU kernels for Glassbox's forward pass and its backward to the inputs.
 //!
 //! Explanations ask the model thousands of questions, so the forward pass is the hot loop of the
 //! whole toolkit. Candle's generic CPU kernels leave a lot on the table on a small machine: its
@@ -11,13 +11,18 @@
 //! - [`attention()`]: masked multi-head attention (GQA aware) built on the same GEMM, optionally
 //!   returning the attention probabilities that explanations inspect.
 //! - [`math`]: vectorised `exp`, softmax, RMS norm and gated activations.
+//! - Backward kernels beside each forward one ([`gemm_packed_backward`] on the same packing,
+//!   [`attention_backward`], `math::*_backward`): gradients with respect to inputs only, as
+//!   attribution needs them (no weight gradients).
 //!
 //! Every kernel has a straightforward reference counterpart in the tests; the runtime tests the
 //! whole model against candle-transformers' models.
 
 mod attention;
 mod gemm;
+mod gemm_backward;
 pub mod math;
 
-pub use attention::{AttentionShape, BlockedSpan, KeyFilter, attention};
+pub use attention::{AttentionShape, BlockedSpan, KeyFilter, attention, attention_backward};
 pub use gemm::{PackedMatrix, gemm_packed, pack_transposed, pack_transposed_rows};
+pub use gemm_backward::gemm_packed_backward;

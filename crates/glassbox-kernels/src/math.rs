@@ -193,6 +193,28 @@ multiversion! {
 }
 
 multiversion! {
+    /// The backward of [`rms_norm_rows`]: given `dy = ∂L/∂out`, **adds** `∂L/∂x` to `dx` (a
+    /// norm's input is a residual stream, whose gradient also flows around the norm). With
+    /// `r = 1/sqrt(mean(x²) + eps)`: `dx = r·(dy⊙w) − r³·x·Σ(dy⊙w⊙x)/d`.
+    pub fn rms_norm_rows_backward(x: &[f32], weight: &[f32], eps: f32, dy: &[f32], dx: &mut [f32]) {
+        let d = weight.len();
+        for ((row, g), o) in x.chunks(d).zip(dy.chunks(d)).zip(dx.chunks_mut(d)) {
+            let inv = inverse_rms(row, eps);
+            let mut acc = [0f32; LANES];
+            for ((xc, gc), wc) in row.chunks(LANES).zip(g.chunks(LANES)).zip(weight.chunks(LANES)) {
+                for (((a, &xv), &gv), &wv) in acc.iter_mut().zip(xc).zip(gc).zip(wc) {
+                    *a = (gv * wv).mul_add(xv, *a);
+                }
+            }
+            let coef = inv * inv * inv * lanes_sum(&acc) / d as f32;
+            for (((o, &xv), &gv), &wv) in o.iter_mut().zip(row).zip(g).zip(weight) {
+                *o += inv * gv * wv - coef * xv;
+            }
+        }
+    }
+}
+
+multiversion! {
     /// [`rms_norm_rows`] in place.
     pub fn rms_norm_rows_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
         let d = weight.len();
@@ -215,10 +237,36 @@ multiversion! {
 }
 
 multiversion! {
+    /// The backward of [`silu_mul`]: writes `∂L/∂gate` and `∂L/∂up` given `dout`.
+    pub fn silu_mul_backward(gate: &[f32], up: &[f32], dout: &[f32], dgate: &mut [f32], dup: &mut [f32]) {
+        for ((((dg, du), &g), &u), &d) in dgate.iter_mut().zip(dup.iter_mut()).zip(gate).zip(up).zip(dout) {
+            let sigma = 1.0 / (1.0 + exp(-g));
+            *du = d * g * sigma;
+            // silu'(g) = σ(g)·(1 + g·(1 − σ(g))).
+            *dg = d * u * sigma * g.mul_add(1.0 - sigma, 1.0);
+        }
+    }
+}
+
+multiversion! {
     /// `out = gelu_tanh(gate) * up` (GeGLU, the Gemma MLP).
     pub fn gelu_tanh_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
         for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
             *o = gelu_tanh(g) * u;
+        }
+    }
+}
+
+multiversion! {
+    /// The backward of [`gelu_tanh_mul`]: writes `∂L/∂gate` and `∂L/∂up` given `dout`.
+    pub fn gelu_tanh_mul_backward(gate: &[f32], up: &[f32], dout: &[f32], dgate: &mut [f32], dup: &mut [f32]) {
+        for ((((dg, du), &g), &u), &d) in dgate.iter_mut().zip(dup.iter_mut()).zip(gate).zip(up).zip(dout) {
+            let y = GELU_C * g * GELU_A.mul_add(g * g, 1.0);
+            let tanh = 1.0 - 2.0 / (exp(2.0 * y) + 1.0);
+            *du = d * 0.5 * g * (1.0 + tanh);
+            // gelu'(g) = ½(1 + t) + ½·g·(1 − t²)·c·(1 + 3a·g²), t = tanh(c·(g + a·g³)).
+            let dy = GELU_C * (3.0 * GELU_A).mul_add(g * g, 1.0);
+            *dg = d * u * (0.5 * (1.0 + tanh) + 0.5 * g * (1.0 - tanh * tanh) * dy);
         }
     }
 }
@@ -237,6 +285,25 @@ multiversion! {
                     let (x1, x2) = (a[i], b[i]);
                     a[i] = x1 * c[i] - x2 * s[i];
                     b[i] = x2 * c[i] + x1 * s[i];
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// The backward of [`rope_half`], in place: a rotation is orthogonal, so the gradient
+    /// rotates back by the same angles (`∂a = ∂a'·c + ∂b'·s`, `∂b = ∂b'·c − ∂a'·s`).
+    pub fn rope_half_backward(dx: &mut [f32], heads: usize, head_dim: usize, cos: &[f32], sin: &[f32]) {
+        let half = head_dim / 2;
+        for (t, tok) in dx.chunks_mut(heads * head_dim).enumerate() {
+            let (c, s) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
+            for head in tok.chunks_mut(head_dim) {
+                let (a, b) = head.split_at_mut(half);
+                for i in 0..half {
+                    let (g1, g2) = (a[i], b[i]);
+                    a[i] = g1 * c[i] + g2 * s[i];
+                    b[i] = g2 * c[i] - g1 * s[i];
                 }
             }
         }
@@ -310,6 +377,111 @@ mod tests {
             let gelu = 0.5 * x * (1.0 + inner.tanh());
             assert!((s[i] as f64 - silu * u[i] as f64).abs() < 1e-5, "silu {x}");
             assert!((ge[i] as f64 - gelu * u[i] as f64).abs() < 1e-5, "gelu {x}");
+        }
+    }
+
+    /// Central difference of `f` along coordinate `i` of `x`, in f64.
+    fn numeric(x: &[f32], i: usize, f: &dyn Fn(&[f64]) -> f64) -> f64 {
+        let h = 1e-4;
+        let mut p: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let mut m = p.clone();
+        p[i] += h;
+        m[i] -= h;
+        (f(&p) - f(&m)) / (2.0 * h)
+    }
+
+    #[test]
+    fn backward_kernels_equal_finite_differences() {
+        let x: Vec<f32> = (0..24).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.3).collect();
+        let c: Vec<f32> = (0..24).map(|i| ((i * 5 % 13) as f32 - 6.0) * 0.2).collect();
+        let w: Vec<f32> = (0..8).map(|i| 0.5 + i as f32 * 0.1).collect();
+        let eps = 1e-5;
+        // L = Σ c ⊙ rms_norm(x): rows of 8.
+        let loss = |x: &[f64]| -> f64 {
+            x.chunks(8)
+                .zip(c.chunks(8))
+                .map(|(row, cr)| {
+                    let ms = row.iter().map(|v| v * v).sum::<f64>() / 8.0;
+                    let r = 1.0 / (ms + eps as f64).sqrt();
+                    row.iter()
+                        .zip(cr)
+                        .zip(&w)
+                        .map(|((v, &g), &wv)| v * r * wv as f64 * g as f64)
+                        .sum::<f64>()
+                })
+                .sum()
+        };
+        let mut dx = vec![1f32; 24];
+        rms_norm_rows_backward(&x, &w, eps, &c, &mut dx);
+        for i in 0..24 {
+            let want = numeric(&x, i, &loss) + 1.0;
+            assert!(
+                (dx[i] as f64 - want).abs() < 1e-3,
+                "rms {i}: {} vs {want}",
+                dx[i]
+            );
+        }
+
+        // Gated activations: L = Σ c ⊙ act(gate) ⊙ up.
+        let (gate, up) = x.split_at(12);
+        let (cg, _) = c.split_at(12);
+        type Act = fn(f64) -> f64;
+        let silu: Act = |g| g / (1.0 + (-g).exp());
+        let gelu: Act =
+            |g| 0.5 * g * (1.0 + (0.797_884_560_802_865_4 * (g + 0.044715 * g * g * g)).tanh());
+        for (act, backward) in [
+            (
+                silu,
+                silu_mul_backward as fn(&[f32], &[f32], &[f32], &mut [f32], &mut [f32]),
+            ),
+            (gelu, gelu_tanh_mul_backward),
+        ] {
+            let mut dg = vec![0f32; 12];
+            let mut du = vec![0f32; 12];
+            backward(gate, up, cg, &mut dg, &mut du);
+            let loss = |both: &[f64]| -> f64 {
+                (0..12)
+                    .map(|i| act(both[i]) * both[12 + i] * cg[i] as f64)
+                    .sum()
+            };
+            for i in 0..12 {
+                assert!(
+                    (dg[i] as f64 - numeric(&x, i, &loss)).abs() < 1e-3,
+                    "gate {i}"
+                );
+                assert!(
+                    (du[i] as f64 - numeric(&x, 12 + i, &loss)).abs() < 1e-3,
+                    "up {i}"
+                );
+            }
+        }
+
+        // Rotary: L = Σ c ⊙ rope(x), 2 tokens × 3 heads × 4.
+        let angles: Vec<f32> = (0..4).map(|i| 0.3 + i as f32 * 0.7).collect();
+        let cos: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
+        let sin: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
+        let mut g = c.clone();
+        rope_half_backward(&mut g, 3, 4, &cos, &sin);
+        let loss = |x: &[f64]| -> f64 {
+            let mut sum = 0.0;
+            for t in 0..2 {
+                for h in 0..3 {
+                    let o = t * 12 + h * 4;
+                    for i in 0..2 {
+                        let (co, si) = (cos[t * 2 + i] as f64, sin[t * 2 + i] as f64);
+                        let (a, b) = (x[o + i], x[o + i + 2]);
+                        sum += (a * co - b * si) * c[o + i] as f64;
+                        sum += (b * co + a * si) * c[o + i + 2] as f64;
+                    }
+                }
+            }
+            sum
+        };
+        for i in 0..24 {
+            assert!(
+                (g[i] as f64 - numeric(&x, i, &loss)).abs() < 2e-3,
+                "rope {i}"
+            );
         }
     }
 

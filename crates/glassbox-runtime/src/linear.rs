@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use candle_core::quantized::QMatMul;
 use candle_core::{CpuStorage, CustomOp1, Layout, Module, Shape, Tensor};
-use glassbox_kernels::{PackedMatrix, gemm_packed};
+use glassbox_kernels::{PackedMatrix, gemm_packed, gemm_packed_backward};
 
 use crate::RuntimeError;
 
@@ -63,7 +63,7 @@ impl Linear {
 }
 
 /// Candle op running the packed GEMM forward, with a backward pass (`∂x = ∂y · W`, on the
-/// weight's cached transposed packing), which candle's own quantized and fused kernels lack.
+/// packing read transposed), which candle's own quantized and fused kernels lack.
 struct PackedLinear(Arc<PackedMatrix>);
 
 impl CustomOp1 for PackedLinear {
@@ -112,7 +112,7 @@ impl CustomOp1 for PackedLinear {
         let g = grad.flatten_all()?.to_vec1::<f32>()?;
         let rows = g.len() / w.n().max(1);
         let mut out = vec![0f32; rows * w.k()];
-        gemm_packed(&g, w.n(), rows, w.transposed(), &mut out, w.k(), true);
+        gemm_packed_backward(&g, w.n(), rows, w, &mut out, w.k(), true);
         let mut shape = dims;
         *shape.last_mut().expect("gradients have the output's shape") = w.k();
         Ok(Some(Tensor::from_vec(out, shape, grad_res.device())?))
