@@ -10,18 +10,17 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use glassbox_kernels::math::{
-    gelu_tanh_mul, rms_norm_rows, rms_norm_rows_in_place, rope_half, silu_mul,
-};
-use glassbox_kernels::{AttentionShape, BlockedSpan, KeyFilter, attention};
+use glassbox_kernels::{BlockedSpan, KeyFilter, attention};
 use rayon::prelude::*;
 
 use crate::RuntimeError;
 use crate::capture::{Array, Capture, Hook};
-use crate::config::{Activation, ModelConfig};
+use crate::config::ModelConfig;
 use crate::kv::{KvCache, KvSegment};
+use crate::layer::{Layer, Scratch};
 use crate::mask::AttentionMask;
 use crate::model::Model;
+use crate::ops::norm_forward;
 use crate::rope::RopeTables;
 use crate::score::{argmax, log_softmax_at};
 
@@ -143,22 +142,22 @@ pub struct RowOutput {
 }
 
 /// Per-row bookkeeping during a forward call.
-struct RowPlan {
+pub(crate) struct RowPlan {
     /// First token of the row in the packed batch.
-    start: usize,
-    len: usize,
+    pub(crate) start: usize,
+    pub(crate) len: usize,
     past_len: usize,
     /// Cache segments shared with the past (read only).
     shared: Vec<Arc<KvSegment>>,
     /// The segment receiving this row's keys and values.
     open: KvSegment,
     /// Positions of every key: past and new.
-    positions: Vec<u32>,
+    pub(crate) positions: Vec<u32>,
     /// Candidate key ranges per query: causal, and causal within the sliding window.
-    global: Vec<(usize, usize)>,
-    local: Vec<(usize, usize)>,
-    blocked: Vec<BlockedSpan>,
-    logits_at: Vec<usize>,
+    pub(crate) global: Vec<(usize, usize)>,
+    pub(crate) local: Vec<(usize, usize)>,
+    pub(crate) blocked: Vec<BlockedSpan>,
+    pub(crate) logits_at: Vec<usize>,
     score: Option<Vec<u32>>,
 }
 
@@ -216,158 +215,72 @@ pub(crate) fn forward(
         }
     };
 
-    let (qw, kvw, hd) = (cfg.q_width(), cfg.kv_width(), cfg.head_dim);
-    let inter = cfg.intermediate_size;
+    let (qw, kvw) = (cfg.q_width(), cfg.kv_width());
     let eps = cfg.rms_norm_eps;
-    let shape = AttentionShape {
-        heads: cfg.num_heads,
-        kv_heads: cfg.num_kv_heads,
-        head_dim: hd,
-        scale: cfg.attention_scale,
-    };
-    // Buffers reused by every layer: fresh multi-megabyte allocations per layer cost page
-    // faults that showed up as several percent of a batched forward.
-    let mut h = vec![0f32; total * d];
-    let mut qkv = vec![0f32; total * (qw + 2 * kvw)];
-    let (mut q, mut k, mut v) = (
-        vec![0f32; total * qw],
-        vec![0f32; total * kvw],
-        vec![0f32; total * kvw],
-    );
-    let mut attn = vec![0f32; total * qw];
-    let mut delta = vec![0f32; total * d];
-    let mut gu = vec![0f32; total * 2 * inter];
-    let mut act = vec![0f32; total * inter];
+    let mut scratch = Scratch::new(cfg, total);
     for (l, lw) in weights.layers.iter().enumerate() {
-        keep(&mut captured, Hook::ResidPre(l), &x, d);
-
-        // Attention sub-block.
-        par_rows(&mut h, d, |r, hr| {
-            rms_norm_rows(&x[r * d..r * d + hr.len()], &lw.attn_norm, eps, hr)
-        });
-        lw.qkv.forward_into(&h, total, &mut qkv)?;
-        let width = qw + 2 * kvw;
-        let bias = lw.qkv_bias.as_deref();
-        par_rows(&mut q, qw, |r, qr| {
-            for (i, dst) in qr.chunks_mut(qw).enumerate() {
-                let src = &qkv[(r + i) * width..(r + i) * width + qw];
-                dst.copy_from_slice(src);
-                if let Some(b) = bias {
-                    dst.iter_mut().zip(b).for_each(|(x, b)| *x += b);
-                }
-            }
-        });
-        for (buf, offset) in [(&mut k, qw), (&mut v, qw + kvw)] {
-            par_rows(buf, kvw, |r, br| {
-                for (i, dst) in br.chunks_mut(kvw).enumerate() {
-                    dst.copy_from_slice(
-                        &qkv[(r + i) * width + offset..(r + i) * width + offset + kvw],
-                    );
-                    if let Some(b) = bias {
-                        dst.iter_mut().zip(&b[offset..]).for_each(|(x, b)| *x += b);
-                    }
-                }
-            });
-        }
         let (cos, sin) = ropes.for_layer(l);
-        let half = hd / 2;
-        for (buf, width, heads, norm) in [
-            (&mut q, qw, cfg.num_heads, lw.q_norm.as_deref()),
-            (&mut k, kvw, cfg.num_kv_heads, lw.k_norm.as_deref()),
-        ] {
-            par_rows(buf, width, |r, br| {
-                if let Some(w) = norm {
-                    rms_norm_rows_in_place(br, w, eps);
-                }
-                let rows = br.len() / width;
-                rope_half(
-                    br,
-                    heads,
-                    hd,
-                    &cos[r * half..(r + rows) * half],
-                    &sin[r * half..(r + rows) * half],
-                );
-            });
-        }
-
+        let layer = Layer {
+            cfg,
+            weights: lw,
+            index: l,
+            tokens: total,
+            cos,
+            sin,
+        };
+        let shape = layer.shape();
         let want_pattern = capture.wants(Hook::AttnPattern(l));
         let windowed = cfg.layer_window(l).is_some();
-        for (plan, map) in plans.iter_mut().zip(captured.iter_mut()) {
-            let rows = plan.start..plan.start + plan.len;
-            let (kc, vc) = &mut plan.open.layers[l];
-            kc.extend_from_slice(&k[rows.start * kvw..rows.end * kvw]);
-            vc.extend_from_slice(&v[rows.start * kvw..rows.end * kvw]);
-            let (kc, vc) = &plan.open.layers[l];
-            let key_parts: Vec<&[f32]> = plan
-                .shared
-                .iter()
-                .map(|s| s.layers[l].0.as_slice())
-                .chain([kc.as_slice()])
-                .collect();
-            let value_parts: Vec<&[f32]> = plan
-                .shared
-                .iter()
-                .map(|s| s.layers[l].1.as_slice())
-                .chain([vc.as_slice()])
-                .collect();
-            let filter = KeyFilter {
-                ranges: if windowed { &plan.local } else { &plan.global },
-                blocked: &plan.blocked,
-            };
-            let keys = plan.past_len + plan.len;
-            let mut probs = want_pattern.then(|| vec![0f32; cfg.num_heads * plan.len * keys]);
-            attention(
-                &q[rows.start * qw..rows.end * qw],
-                &key_parts,
-                &value_parts,
-                shape,
-                filter,
-                &mut attn[rows.start * qw..rows.end * qw],
-                probs.as_deref_mut(),
-            );
-            if let Some(p) = probs {
-                map.insert(
-                    Hook::AttnPattern(l),
-                    Array::new(vec![cfg.num_heads, plan.len, keys], p),
+        let mut patterns: Vec<Option<Array>> = vec![None; plans.len()];
+        let mut attend = |q: &[f32], k: &[f32], v: &[f32], attn: &mut [f32]| {
+            for (plan, pattern) in plans.iter_mut().zip(patterns.iter_mut()) {
+                let rows = plan.start..plan.start + plan.len;
+                let (kc, vc) = &mut plan.open.layers[l];
+                kc.extend_from_slice(&k[rows.start * kvw..rows.end * kvw]);
+                vc.extend_from_slice(&v[rows.start * kvw..rows.end * kvw]);
+                let (kc, vc) = &plan.open.layers[l];
+                let key_parts: Vec<&[f32]> = plan
+                    .shared
+                    .iter()
+                    .map(|s| s.layers[l].0.as_slice())
+                    .chain([kc.as_slice()])
+                    .collect();
+                let value_parts: Vec<&[f32]> = plan
+                    .shared
+                    .iter()
+                    .map(|s| s.layers[l].1.as_slice())
+                    .chain([vc.as_slice()])
+                    .collect();
+                let filter = KeyFilter {
+                    ranges: if windowed { &plan.local } else { &plan.global },
+                    blocked: &plan.blocked,
+                };
+                let keys = plan.past_len + plan.len;
+                let mut probs = want_pattern.then(|| vec![0f32; cfg.num_heads * plan.len * keys]);
+                attention(
+                    &q[rows.start * qw..rows.end * qw],
+                    &key_parts,
+                    &value_parts,
+                    shape,
+                    filter,
+                    &mut attn[rows.start * qw..rows.end * qw],
+                    probs.as_deref_mut(),
                 );
+                *pattern = probs.map(|p| Array::new(vec![cfg.num_heads, plan.len, keys], p));
+            }
+        };
+        let mut observe = |hook: Hook, buf: &[f32]| keep(&mut captured, hook, buf, d);
+        layer.attention_forward(&mut x, &mut scratch, None, &mut attend, &mut observe)?;
+        layer.mlp_forward(&mut x, &mut scratch, None, &mut observe)?;
+        for (map, pattern) in captured.iter_mut().zip(patterns) {
+            if let Some(p) = pattern {
+                map.insert(Hook::AttnPattern(l), p);
             }
         }
-        lw.o.forward_into(&attn, total, &mut delta)?;
-        if let Some(post) = &lw.post_attn_norm {
-            par_rows(&mut delta, d, |_, dr| rms_norm_rows_in_place(dr, post, eps));
-        }
-        keep(&mut captured, Hook::AttnOut(l), &delta, d);
-        par_rows(&mut x, d, |r, xr| add(xr, &delta[r * d..r * d + xr.len()]));
-        keep(&mut captured, Hook::ResidMid(l), &x, d);
-
-        // MLP sub-block.
-        par_rows(&mut h, d, |r, hr| {
-            rms_norm_rows(&x[r * d..r * d + hr.len()], &lw.ffn_norm, eps, hr)
-        });
-        lw.gate_up.forward_into(&h, total, &mut gu)?;
-        par_rows(&mut act, inter, |r, ar| {
-            for (i, out) in ar.chunks_mut(inter).enumerate() {
-                let t = r + i;
-                let (gate, up) = gu[t * 2 * inter..(t + 1) * 2 * inter].split_at(inter);
-                match cfg.activation {
-                    Activation::Silu => silu_mul(gate, up, out),
-                    Activation::GeluTanh => gelu_tanh_mul(gate, up, out),
-                }
-            }
-        });
-        lw.down.forward_into(&act, total, &mut delta)?;
-        if let Some(post) = &lw.post_ffn_norm {
-            par_rows(&mut delta, d, |_, dr| rms_norm_rows_in_place(dr, post, eps));
-        }
-        keep(&mut captured, Hook::MlpOut(l), &delta, d);
-        par_rows(&mut x, d, |r, xr| add(xr, &delta[r * d..r * d + xr.len()]));
-        keep(&mut captured, Hook::ResidPost(l), &x, d);
     }
-    drop((qkv, q, k, v, attn, delta, gu, act));
-
-    par_rows(&mut h, d, |r, hr| {
-        rms_norm_rows(&x[r * d..r * d + hr.len()], &weights.final_norm, eps, hr)
-    });
+    drop(scratch);
+    let mut h = vec![0f32; total * d];
+    norm_forward(&x, &weights.final_norm, eps, &mut h);
     keep(&mut captured, Hook::FinalNorm, &h, d);
 
     // LM head only at the requested positions, in chunks so that scoring rows never hold
@@ -441,22 +354,8 @@ pub(crate) fn forward(
 /// Positions per LM-head chunk: bounds the logits held at once (64 × vocab floats).
 const LM_HEAD_ROWS: usize = 64;
 
-/// Rows of element-wise work per parallel task: enough to amortise scheduling.
-const ROWS_PER_TASK: usize = 32;
-
-/// Runs `f(first_row, rows)` over chunks of the row-major `buf` (rows of `width`) in parallel.
-fn par_rows(buf: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
-    buf.par_chunks_mut(width * ROWS_PER_TASK)
-        .enumerate()
-        .for_each(|(i, chunk)| f(i * ROWS_PER_TASK, chunk));
-}
-
-fn add(x: &mut [f32], y: &[f32]) {
-    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
-}
-
 /// Validates a row and lays out its keys, positions and masks.
-fn plan_row(
+pub(crate) fn plan_row(
     cfg: &ModelConfig,
     row: &Row,
     past: Option<KvCache>,

@@ -18,6 +18,7 @@
 //! f32 fast path runs on `glassbox-kernels`; tests hold it to candle-transformers' reference
 //! models and to the slow differentiable path.
 
+mod backward;
 mod capture;
 mod config;
 mod export;
@@ -25,15 +26,18 @@ mod forward;
 mod generate;
 mod grad;
 mod kv;
+mod layer;
 mod linear;
 mod mask;
 mod model;
+mod ops;
 mod rope;
 mod score;
 mod weights;
 
 use std::path::{Path, PathBuf};
 
+pub use backward::{GradientRow, Objective, RowGradients, SAVED_BYTES_PER_BATCH};
 pub use capture::{Array, Capture, HOOK_NAMES, Hook};
 pub use config::{
     Activation, Architecture, ModelConfig, NormPlacement, SUPPORTED_GGUF_ARCHITECTURES,

@@ -53,6 +53,23 @@ impl Linear {
         }
     }
 
+    /// `dx = dy · W` into `dx` (`rows × in_features`): the input gradient of
+    /// [`Linear::forward_into`], on the same packed weights.
+    pub(crate) fn backward_into(
+        &self,
+        dy: &[f32],
+        rows: usize,
+        dx: &mut [f32],
+    ) -> Result<(), RuntimeError> {
+        match self {
+            Linear::Packed(w) => {
+                gemm_packed_backward(dy, w.n(), rows, w, dx, w.k(), true);
+                Ok(())
+            }
+            Linear::Quantized(..) => Err(RuntimeError::GradientsNeedF32),
+        }
+    }
+
     /// `x · Wᵀ` on tensors, differentiable with respect to `x` (the weights are constants).
     pub(crate) fn forward_tensor(&self, x: &Tensor) -> Result<Tensor, RuntimeError> {
         match self {

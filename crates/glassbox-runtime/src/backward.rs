@@ -1,0 +1,322 @@
+//! Gradients with respect to the input embeddings (and the residual stream at capture points),
+//! by a hand-written backward over the fast forward's own operations.
+//!
+//! The forward is the fast one ([`Layer`]'s blocks on the packed GEMM), run with a [`Saved`]
+//! record per block; the backward walks the blocks in reverse with the backward op of each
+//! forward op. Only input gradients are computed — attribution never needs weight gradients —
+//! and linear layers differentiate on the same packed weights, so gradients cost about one
+//! more forward's worth of arithmetic and no second copy of the model.
+//!
+//! Many rows (integrated gradients' steps, SmoothGrad's samples, several targets) run as one
+//! packed batch, split only where the saved activations would pass [`SAVED_BYTES_PER_BATCH`].
+
+use std::collections::BTreeMap;
+
+use glassbox_kernels::{KeyFilter, attention};
+
+use crate::RuntimeError;
+use crate::capture::{Array, Capture, Hook};
+use crate::forward::{LogitsAt, Row, RowPlan, plan_row};
+use crate::layer::{Layer, Saved, Scratch};
+use crate::mask::AttentionMask;
+use crate::model::Model;
+use crate::ops::{norm_backward, norm_forward};
+use crate::rope::RopeTables;
+
+/// Bound on the activations one batch of the gradient pass saves for its backward (a batch
+/// holds at least one row, whatever its length). At 48 MiB a 135M model's batch is ~80 tokens:
+/// enough rows for the GEMMs to run at full speed, and peak memory stays within ~10% of the
+/// forward's (the weights dominate it).
+pub const SAVED_BYTES_PER_BATCH: usize = 48 << 20;
+
+/// A sequence to differentiate: input embeddings at positions `0..tokens`, no KV cache.
+#[derive(Debug, Clone)]
+pub struct GradientRow {
+    /// `[tokens, hidden]`, row-major (as [`Model::embed`] gives them, scaling included).
+    pub embeddings: Vec<f32>,
+    pub mask: AttentionMask,
+    /// Tokens whose logits the objective reads.
+    pub logits_at: Vec<usize>,
+}
+
+/// The gradient pass's result for one row.
+#[derive(Debug, Clone)]
+pub struct RowGradients {
+    /// The logits the objective was given, `[logits_at.len(), vocab]`.
+    pub logits: Array,
+    /// `∂objective/∂embeddings`, `[tokens, hidden]`.
+    pub input: Array,
+    /// At each requested capture point: its activation and the objective's gradient with
+    /// respect to it, both `[tokens, hidden]`.
+    pub at: BTreeMap<Hook, (Array, Array)>,
+}
+
+/// What the caller differentiates: for row `index` and its logits (`[positions, vocab]`),
+/// `∂objective/∂logits` in the same layout.
+pub type Objective<'a> = dyn Fn(usize, &Array) -> Vec<f32> + Sync + 'a;
+
+impl Model {
+    /// Runs the rows forward, asks `objective` for the gradient of each row's objective with
+    /// respect to its logits, and propagates it back to the input embeddings (and to the
+    /// capture points `hooks`: residual-stream hooks and sub-block outputs).
+    pub fn gradients(
+        &self,
+        rows: Vec<GradientRow>,
+        hooks: &[Hook],
+        objective: &Objective<'_>,
+    ) -> Result<Vec<RowGradients>, RuntimeError> {
+        let cfg = self.config();
+        if let Some(bad) = hooks.iter().find(|h| !differentiable(**h)) {
+            return Err(RuntimeError::BadHook {
+                spec: bad.name(),
+                why: "gradients are available at the residual stream and the sub-block outputs \
+                      (resid_pre, attn.out, resid_mid, mlp.out, resid_post)"
+                    .into(),
+            });
+        }
+        Capture {
+            hooks: hooks.iter().copied().collect(),
+            kv: false,
+        }
+        .check_layers(cfg.num_layers)?;
+        let weights = self.weights();
+        let hidden = cfg.hidden_size;
+        let per_token: usize = weights
+            .layers
+            .iter()
+            .map(|lw| Saved::floats_per_token(cfg, lw))
+            .sum::<usize>()
+            + hidden * (1 + 2 * hooks.len());
+        let budget = SAVED_BYTES_PER_BATCH / (4 * per_token).max(1);
+
+        let mut out = Vec::with_capacity(rows.len());
+        let mut batch: Vec<(usize, GradientRow)> = Vec::new();
+        let mut tokens = 0;
+        let rows_len = rows.len();
+        for (index, row) in rows.into_iter().enumerate() {
+            let len = row.embeddings.len() / hidden.max(1);
+            if !batch.is_empty() && tokens + len > budget {
+                out.extend(self.gradient_batch(std::mem::take(&mut batch), hooks, objective)?);
+                tokens = 0;
+            }
+            tokens += len;
+            batch.push((index, row));
+        }
+        if !batch.is_empty() {
+            out.extend(self.gradient_batch(batch, hooks, objective)?);
+        }
+        debug_assert_eq!(out.len(), rows_len);
+        Ok(out)
+    }
+
+    /// One packed batch: forward with saved activations, then backward.
+    fn gradient_batch(
+        &self,
+        rows: Vec<(usize, GradientRow)>,
+        hooks: &[Hook],
+        objective: &Objective<'_>,
+    ) -> Result<Vec<RowGradients>, RuntimeError> {
+        let cfg = self.config();
+        let weights = self.weights();
+        let d = cfg.hidden_size;
+        let eps = cfg.rms_norm_eps;
+        let (qw, kvw) = (cfg.q_width(), cfg.kv_width());
+
+        let mut plans: Vec<RowPlan> = Vec::with_capacity(rows.len());
+        let mut total = 0;
+        let mut positions = Vec::new();
+        let mut x = Vec::new();
+        let mut indices = Vec::with_capacity(rows.len());
+        for (index, row) in rows {
+            let request = Row::embeddings(row.embeddings)
+                .with_mask(row.mask)
+                .with_logits(LogitsAt::Positions(row.logits_at));
+            let plan = plan_row(cfg, &request, None, total).map_err(|e| e.in_row(index))?;
+            if plan.logits_at.is_empty() {
+                return Err(RuntimeError::InvalidRequest(format!(
+                    "row {index}: a gradient needs logits at one position at least"
+                )));
+            }
+            positions.extend_from_slice(&plan.positions);
+            total += plan.len;
+            if let crate::forward::RowInput::Embeddings(e) = request.input {
+                x.extend_from_slice(&e);
+            }
+            plans.push(plan);
+            indices.push(index);
+        }
+        let ropes = RopeTables::new(cfg, &positions);
+
+        // Forward, saving what the backward reads.
+        let mut activations: BTreeMap<Hook, Vec<f32>> = BTreeMap::new();
+        let mut scratch = Scratch::new(cfg, total);
+        let mut saved: Vec<Saved> = Vec::with_capacity(weights.layers.len());
+        for (l, lw) in weights.layers.iter().enumerate() {
+            let (cos, sin) = ropes.for_layer(l);
+            let layer = Layer {
+                cfg,
+                weights: lw,
+                index: l,
+                tokens: total,
+                cos,
+                sin,
+            };
+            let shape = layer.shape();
+            let windowed = cfg.layer_window(l).is_some();
+            let mut attend = |q: &[f32], k: &[f32], v: &[f32], attn: &mut [f32]| {
+                for plan in &plans {
+                    let (qr, kr) = (
+                        plan.start * qw..(plan.start + plan.len) * qw,
+                        plan.start * kvw..(plan.start + plan.len) * kvw,
+                    );
+                    let filter = KeyFilter {
+                        ranges: if windowed { &plan.local } else { &plan.global },
+                        blocked: &plan.blocked,
+                    };
+                    attention(
+                        &q[qr.clone()],
+                        &[&k[kr.clone()]],
+                        &[&v[kr]],
+                        shape,
+                        filter,
+                        &mut attn[qr],
+                        None,
+                    );
+                }
+            };
+            let mut keep = |hook: Hook, buf: &[f32]| {
+                if hooks.contains(&hook) {
+                    activations.insert(hook, buf.to_vec());
+                }
+            };
+            let mut record = Saved::default();
+            layer.attention_forward(
+                &mut x,
+                &mut scratch,
+                Some(&mut record),
+                &mut attend,
+                &mut keep,
+            )?;
+            layer.mlp_forward(&mut x, &mut scratch, Some(&mut record), &mut keep)?;
+            saved.push(record);
+        }
+        drop(scratch);
+
+        // Logits at the requested positions, and the objective's gradient there.
+        let vocab = weights.lm_head.out_features();
+        let picked: Vec<usize> = plans
+            .iter()
+            .flat_map(|p| p.logits_at.iter().map(move |&i| p.start + i))
+            .collect();
+        let mut h = vec![0f32; total * d];
+        norm_forward(&x, &weights.final_norm, eps, &mut h);
+        let selected: Vec<f32> = picked
+            .iter()
+            .flat_map(|&t| h[t * d..(t + 1) * d].iter().copied())
+            .collect();
+        let mut logits = vec![0f32; picked.len() * vocab];
+        weights
+            .lm_head
+            .forward_into(&selected, picked.len(), &mut logits)?;
+        let mut row_logits = Vec::with_capacity(plans.len());
+        let mut dlogits = Vec::with_capacity(logits.len());
+        let mut offset = 0;
+        for (plan, &index) in plans.iter().zip(&indices) {
+            let n = plan.logits_at.len();
+            let values = Array::new(
+                vec![n, vocab],
+                logits[offset * vocab..(offset + n) * vocab].to_vec(),
+            );
+            let g = objective(index, &values);
+            if g.len() != n * vocab {
+                return Err(RuntimeError::InvalidRequest(format!(
+                    "row {index}: the objective's gradient has {} values for {n} positions × \
+                     {vocab} logits",
+                    g.len()
+                )));
+            }
+            dlogits.extend_from_slice(&g);
+            row_logits.push(values);
+            offset += n;
+        }
+        drop(logits);
+
+        // Backward: LM head, final norm, then the blocks in reverse.
+        let mut dselected = vec![0f32; picked.len() * d];
+        weights
+            .lm_head
+            .backward_into(&dlogits, picked.len(), &mut dselected)?;
+        let mut dh = vec![0f32; total * d];
+        for (&t, g) in picked.iter().zip(dselected.chunks(d)) {
+            dh[t * d..(t + 1) * d]
+                .iter_mut()
+                .zip(g)
+                .for_each(|(a, b)| *a += b);
+        }
+        let mut dx = vec![0f32; total * d];
+        norm_backward(&x, &weights.final_norm, eps, &dh, &mut dx);
+        drop((h, dh, x));
+        let mut grads: BTreeMap<Hook, Vec<f32>> = BTreeMap::new();
+        for (l, lw) in weights.layers.iter().enumerate().rev() {
+            let (cos, sin) = ropes.for_layer(l);
+            let layer = Layer {
+                cfg,
+                weights: lw,
+                index: l,
+                tokens: total,
+                cos,
+                sin,
+            };
+            let windowed = cfg.layer_window(l).is_some();
+            let filters: Vec<(std::ops::Range<usize>, KeyFilter<'_>)> = plans
+                .iter()
+                .map(|p| {
+                    (
+                        p.start..p.start + p.len,
+                        KeyFilter {
+                            ranges: if windowed { &p.local } else { &p.global },
+                            blocked: &p.blocked,
+                        },
+                    )
+                })
+                .collect();
+            let mut observe = |hook: Hook, buf: &[f32]| {
+                if hooks.contains(&hook) {
+                    grads.insert(hook, buf.to_vec());
+                }
+            };
+            let record = saved.pop().expect("one record per block");
+            layer.mlp_backward(&record, &mut dx, &mut observe)?;
+            layer.attention_backward(&record, &filters, &mut dx, &mut observe)?;
+        }
+
+        Ok(plans
+            .iter()
+            .zip(row_logits)
+            .map(|(plan, logits)| {
+                let rows = plan.start * d..(plan.start + plan.len) * d;
+                let part = |buf: &[f32]| Array::new(vec![plan.len, d], buf[rows.clone()].to_vec());
+                RowGradients {
+                    logits,
+                    input: part(&dx),
+                    at: hooks
+                        .iter()
+                        .map(|&hook| (hook, (part(&activations[&hook]), part(&grads[&hook]))))
+                        .collect(),
+                }
+            })
+            .collect())
+    }
+}
+
+/// Capture points with a gradient: the residual stream and the sub-block outputs added to it.
+fn differentiable(hook: Hook) -> bool {
+    matches!(
+        hook,
+        Hook::ResidPre(_)
+            | Hook::ResidMid(_)
+            | Hook::ResidPost(_)
+            | Hook::AttnOut(_)
+            | Hook::MlpOut(_)
+    )
+}

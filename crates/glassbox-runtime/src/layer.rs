@@ -1,0 +1,290 @@
+//! One transformer block as a short sequence of [`ops`](crate::ops) calls, in both
+//! directions: the fast forward runs [`Layer::attention_forward`] and [`Layer::mlp_forward`];
+//! the gradient pass runs the same two with a [`Saved`] record and then
+//! [`Layer::mlp_backward`] and [`Layer::attention_backward`] on it.
+
+use glassbox_kernels::{AttentionShape, KeyFilter, attention_backward};
+
+use crate::RuntimeError;
+use crate::capture::Hook;
+use crate::config::ModelConfig;
+use crate::ops::{
+    QkvWidths, gate_backward, gate_forward, heads_backward, heads_forward, linear_backward,
+    linear_forward, norm_backward, norm_forward, norm_in_place, norm_in_place_backward,
+    residual_add, split_qkv_backward, split_qkv_forward,
+};
+use crate::weights::LayerWeights;
+
+/// Buffers of one block over a packed batch of `tokens`, reused layer after layer (fresh
+/// multi-megabyte allocations per layer cost page faults that showed up as several percent
+/// of a batched forward).
+pub(crate) struct Scratch {
+    h: Vec<f32>,
+    qkv: Vec<f32>,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    pub attn: Vec<f32>,
+    delta: Vec<f32>,
+    gu: Vec<f32>,
+    act: Vec<f32>,
+}
+
+impl Scratch {
+    pub(crate) fn new(cfg: &ModelConfig, tokens: usize) -> Self {
+        let (d, qw, kvw, inter) = (
+            cfg.hidden_size,
+            cfg.q_width(),
+            cfg.kv_width(),
+            cfg.intermediate_size,
+        );
+        Self {
+            h: vec![0f32; tokens * d],
+            qkv: vec![0f32; tokens * (qw + 2 * kvw)],
+            q: vec![0f32; tokens * qw],
+            k: vec![0f32; tokens * kvw],
+            v: vec![0f32; tokens * kvw],
+            attn: vec![0f32; tokens * qw],
+            delta: vec![0f32; tokens * d],
+            gu: vec![0f32; tokens * 2 * inter],
+            act: vec![0f32; tokens * inter],
+        }
+    }
+}
+
+/// What a block's backward needs from its forward: the inputs of the ops whose backward reads
+/// them (linear layers need none, as only input gradients are computed).
+#[derive(Default)]
+pub(crate) struct Saved {
+    /// The block's input (the attention norm's input).
+    x: Vec<f32>,
+    /// Query and key heads before their norms (Gemma 3 only).
+    q_pre: Option<Vec<f32>>,
+    k_pre: Option<Vec<f32>>,
+    /// Queries, keys, values as attention read them (after norms and rotary embeddings).
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    /// Attention and MLP outputs before Gemma's post-norms.
+    attn_pre: Option<Vec<f32>>,
+    mlp_pre: Option<Vec<f32>>,
+    /// The residual stream between the sub-blocks (the MLP norm's input).
+    x_mid: Vec<f32>,
+    /// Gate and up projections (the activation's input).
+    gu: Vec<f32>,
+}
+
+impl Saved {
+    /// Floats saved per token for a block: sizes the gradient pass's batches.
+    pub(crate) fn floats_per_token(cfg: &ModelConfig, lw: &LayerWeights) -> usize {
+        let (d, qw, kvw) = (cfg.hidden_size, cfg.q_width(), cfg.kv_width());
+        let extra = |present: bool, n: usize| if present { n } else { 0 };
+        2 * d
+            + qw
+            + 2 * kvw
+            + 2 * cfg.intermediate_size
+            + extra(lw.q_norm.is_some(), qw)
+            + extra(lw.k_norm.is_some(), kvw)
+            + extra(lw.post_attn_norm.is_some(), d)
+            + extra(lw.post_ffn_norm.is_some(), d)
+    }
+}
+
+/// One block's settings and weights for a call over `tokens` packed tokens.
+pub(crate) struct Layer<'a> {
+    pub cfg: &'a ModelConfig,
+    pub weights: &'a LayerWeights,
+    pub index: usize,
+    pub tokens: usize,
+    /// Rotary tables of the tokens (`[tokens, head_dim / 2]` each).
+    pub cos: &'a [f32],
+    pub sin: &'a [f32],
+}
+
+impl Layer<'_> {
+    fn widths(&self) -> QkvWidths {
+        QkvWidths {
+            q: self.cfg.q_width(),
+            kv: self.cfg.kv_width(),
+        }
+    }
+
+    pub(crate) fn shape(&self) -> AttentionShape {
+        AttentionShape {
+            heads: self.cfg.num_heads,
+            kv_heads: self.cfg.num_kv_heads,
+            head_dim: self.cfg.head_dim,
+            scale: self.cfg.attention_scale,
+        }
+    }
+
+    /// `x += attention(norm(x))`. `attend(q, k, v, out)` runs the attention itself (the fast
+    /// forward extends KV caches there; the gradient pass attends within each row); `keep`
+    /// sees the capture points.
+    pub(crate) fn attention_forward(
+        &self,
+        x: &mut [f32],
+        s: &mut Scratch,
+        mut save: Option<&mut Saved>,
+        attend: &mut dyn FnMut(&[f32], &[f32], &[f32], &mut [f32]),
+        keep: &mut dyn FnMut(Hook, &[f32]),
+    ) -> Result<(), RuntimeError> {
+        let (cfg, lw) = (self.cfg, self.weights);
+        let (eps, hd) = (cfg.rms_norm_eps, cfg.head_dim);
+        keep(Hook::ResidPre(self.index), x);
+        if let Some(saved) = save.as_deref_mut() {
+            saved.x = x.to_vec();
+        }
+        norm_forward(x, &lw.attn_norm, eps, &mut s.h);
+        linear_forward(&lw.qkv, &s.h, self.tokens, &mut s.qkv)?;
+        let bias = lw.qkv_bias.as_deref();
+        split_qkv_forward(&s.qkv, bias, self.widths(), &mut s.q, &mut s.k, &mut s.v);
+        if let Some(saved) = save.as_deref_mut() {
+            saved.q_pre = lw.q_norm.as_ref().map(|_| s.q.clone());
+            saved.k_pre = lw.k_norm.as_ref().map(|_| s.k.clone());
+        }
+        let (cos, sin) = (self.cos, self.sin);
+        heads_forward(
+            &mut s.q,
+            cfg.num_heads,
+            hd,
+            lw.q_norm.as_deref(),
+            eps,
+            cos,
+            sin,
+        );
+        heads_forward(
+            &mut s.k,
+            cfg.num_kv_heads,
+            hd,
+            lw.k_norm.as_deref(),
+            eps,
+            cos,
+            sin,
+        );
+        attend(&s.q, &s.k, &s.v, &mut s.attn);
+        linear_forward(&lw.o, &s.attn, self.tokens, &mut s.delta)?;
+        if let Some(saved) = save.as_deref_mut() {
+            saved.q = s.q.clone();
+            saved.k = s.k.clone();
+            saved.v = s.v.clone();
+            saved.attn_pre = lw.post_attn_norm.as_ref().map(|_| s.delta.clone());
+        }
+        if let Some(post) = &lw.post_attn_norm {
+            norm_in_place(&mut s.delta, post, eps);
+        }
+        keep(Hook::AttnOut(self.index), &s.delta);
+        residual_add(x, &s.delta, cfg.hidden_size);
+        keep(Hook::ResidMid(self.index), x);
+        Ok(())
+    }
+
+    /// `x += mlp(norm(x))`.
+    pub(crate) fn mlp_forward(
+        &self,
+        x: &mut [f32],
+        s: &mut Scratch,
+        save: Option<&mut Saved>,
+        keep: &mut dyn FnMut(Hook, &[f32]),
+    ) -> Result<(), RuntimeError> {
+        let (cfg, lw) = (self.cfg, self.weights);
+        let eps = cfg.rms_norm_eps;
+        norm_forward(x, &lw.ffn_norm, eps, &mut s.h);
+        linear_forward(&lw.gate_up, &s.h, self.tokens, &mut s.gu)?;
+        gate_forward(&s.gu, cfg.intermediate_size, cfg.activation, &mut s.act);
+        linear_forward(&lw.down, &s.act, self.tokens, &mut s.delta)?;
+        if let Some(saved) = save {
+            saved.x_mid = x.to_vec();
+            saved.gu = s.gu.clone();
+            saved.mlp_pre = lw.post_ffn_norm.as_ref().map(|_| s.delta.clone());
+        }
+        if let Some(post) = &lw.post_ffn_norm {
+            norm_in_place(&mut s.delta, post, eps);
+        }
+        keep(Hook::MlpOut(self.index), &s.delta);
+        residual_add(x, &s.delta, cfg.hidden_size);
+        keep(Hook::ResidPost(self.index), x);
+        Ok(())
+    }
+
+    /// The backward of [`Layer::mlp_forward`]: `dx` holds `∂L/∂x` after the block and
+    /// becomes `∂L/∂x` before it. `observe` sees the gradient at the MLP's output.
+    pub(crate) fn mlp_backward(
+        &self,
+        saved: &Saved,
+        dx: &mut [f32],
+        observe: &mut dyn FnMut(Hook, &[f32]),
+    ) -> Result<(), RuntimeError> {
+        let (cfg, lw) = (self.cfg, self.weights);
+        let (eps, t, inter) = (cfg.rms_norm_eps, self.tokens, cfg.intermediate_size);
+        observe(Hook::ResidPost(self.index), dx);
+        observe(Hook::MlpOut(self.index), dx);
+        let mut ddelta = dx.to_vec();
+        if let (Some(post), Some(pre)) = (&lw.post_ffn_norm, &saved.mlp_pre) {
+            norm_in_place_backward(pre, post, eps, &mut ddelta);
+        }
+        let mut dact = vec![0f32; t * inter];
+        linear_backward(&lw.down, &ddelta, t, &mut dact)?;
+        let mut dgu = vec![0f32; t * 2 * inter];
+        gate_backward(&saved.gu, inter, cfg.activation, &dact, &mut dgu);
+        let mut dh = vec![0f32; t * cfg.hidden_size];
+        linear_backward(&lw.gate_up, &dgu, t, &mut dh)?;
+        norm_backward(&saved.x_mid, &lw.ffn_norm, eps, &dh, dx);
+        Ok(())
+    }
+
+    /// The backward of [`Layer::attention_forward`] for rows that attend within themselves:
+    /// `filters` gives each row's token range in the batch and key filter.
+    pub(crate) fn attention_backward(
+        &self,
+        saved: &Saved,
+        filters: &[(std::ops::Range<usize>, KeyFilter<'_>)],
+        dx: &mut [f32],
+        observe: &mut dyn FnMut(Hook, &[f32]),
+    ) -> Result<(), RuntimeError> {
+        let (cfg, lw) = (self.cfg, self.weights);
+        let (eps, t, hd) = (cfg.rms_norm_eps, self.tokens, cfg.head_dim);
+        let (qw, kvw) = (cfg.q_width(), cfg.kv_width());
+        observe(Hook::ResidMid(self.index), dx);
+        observe(Hook::AttnOut(self.index), dx);
+        let mut ddelta = dx.to_vec();
+        if let (Some(post), Some(pre)) = (&lw.post_attn_norm, &saved.attn_pre) {
+            norm_in_place_backward(pre, post, eps, &mut ddelta);
+        }
+        let mut dattn = vec![0f32; t * qw];
+        linear_backward(&lw.o, &ddelta, t, &mut dattn)?;
+        let (mut dq, mut dk, mut dv) =
+            (vec![0f32; t * qw], vec![0f32; t * kvw], vec![0f32; t * kvw]);
+        for (rows, filter) in filters {
+            let (q, kv) = (
+                rows.start * qw..rows.end * qw,
+                rows.start * kvw..rows.end * kvw,
+            );
+            let (dkr, dvr) = (&mut dk[kv.clone()], &mut dv[kv.clone()]);
+            attention_backward(
+                &saved.q[q.clone()],
+                &saved.k[kv.clone()],
+                &saved.v[kv],
+                self.shape(),
+                *filter,
+                &dattn[q.clone()],
+                &mut dq[q],
+                dkr,
+                dvr,
+            );
+        }
+        let (cos, sin) = (self.cos, self.sin);
+        let (qn, kn) = (lw.q_norm.as_deref(), lw.k_norm.as_deref());
+        let (q_pre, k_pre) = (saved.q_pre.as_deref(), saved.k_pre.as_deref());
+        heads_backward(&mut dq, q_pre, cfg.num_heads, hd, qn, eps, cos, sin);
+        heads_backward(&mut dk, k_pre, cfg.num_kv_heads, hd, kn, eps, cos, sin);
+        // A bias adds a constant: its input gradient passes through unchanged.
+        let mut dqkv = vec![0f32; t * (qw + 2 * kvw)];
+        split_qkv_backward(&dq, &dk, &dv, self.widths(), &mut dqkv);
+        let mut dh = vec![0f32; t * cfg.hidden_size];
+        linear_backward(&lw.qkv, &dqkv, t, &mut dh)?;
+        norm_backward(&saved.x, &lw.attn_norm, eps, &dh, dx);
+        observe(Hook::ResidPre(self.index), dx);
+        Ok(())
+    }
+}

@@ -1,0 +1,308 @@
+//! The hand-written backward ([`Model::gradients`]) against candle autograd on the
+//! differentiable reference path and against finite differences, on both architectures; batched
+//! rows against one-at-a-time; capture-point gradients; bad requests.
+
+mod common;
+
+use candle_core::{Device, Tensor, Var};
+use common::*;
+use glassbox_runtime::{
+    Array, AttentionMask, Capture, GradientRow, Hook, LoadOptions, Model, Row, RowInput,
+    RuntimeError, WeightMode,
+};
+
+/// A fixed pseudo-random weighting of the logits at `n` positions: the objective
+/// `Σ c ⊙ logits` has gradient `c`, and reaches every logit.
+fn weights(n: usize, vocab: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n * vocab)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.02
+        })
+        .collect()
+}
+
+fn embed(model: &Model, text: &str) -> Vec<f32> {
+    let ids = model
+        .tokenizer()
+        .encode(text, model.tokenizer().wants_bos())
+        .unwrap()
+        .ids;
+    model.embed(&ids).unwrap().data
+}
+
+/// `∂(Σ c ⊙ logits[positions])/∂embeddings` by candle autograd on the reference path.
+fn autograd(
+    model: &Model,
+    e: &[f32],
+    mask: &AttentionMask,
+    positions: std::ops::Range<usize>,
+    c: &[f32],
+) -> Vec<f32> {
+    let d = model.config().hidden_size;
+    let n = e.len() / d;
+    let x = Var::from_tensor(&Tensor::from_vec(e.to_vec(), (n, d), &Device::Cpu).unwrap()).unwrap();
+    let logits = model
+        .forward_differentiable(x.as_tensor(), mask, positions.clone())
+        .unwrap();
+    let vocab = logits.dim(1).unwrap();
+    let c = Tensor::from_vec(c.to_vec(), (positions.len(), vocab), &Device::Cpu).unwrap();
+    let grads = (logits * c).unwrap().sum_all().unwrap().backward().unwrap();
+    grads
+        .get(x.as_tensor())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+fn relative(a: &[f32], b: &[f32]) -> f32 {
+    max_abs_diff(a, b) / b.iter().fold(0f32, |m, v| m.max(v.abs()))
+}
+
+#[test]
+fn backward_equals_autograd_and_finite_differences_on_both_architectures() {
+    for model in [smollm(), gemma()] {
+        let vocab = model.config().vocab_size;
+        let d = model.config().hidden_size;
+        let e = embed(
+            model,
+            "The capital of France is Paris, and the capital of Italy is",
+        );
+        let n = e.len() / d;
+        // Logits at the last three positions (a continuation's rows), with a blocked span.
+        let positions = n - 3..n;
+        let mask = AttentionMask::new().block(6..n, 2..4);
+        let c = weights(3, vocab, 1);
+        let row = GradientRow {
+            embeddings: e.clone(),
+            mask: mask.clone(),
+            logits_at: positions.clone().collect(),
+        };
+        let got = model
+            .gradients(vec![row], &[], &|_, logits: &Array| {
+                assert_eq!(logits.shape, vec![3, vocab]);
+                c.clone()
+            })
+            .unwrap()
+            .remove(0);
+        let want = autograd(model, &e, &mask, positions.clone(), &c);
+        let rel = relative(&got.input.data, &want);
+        println!(
+            "{}: hand-written vs autograd, max |Δ| / max |g| = {rel:.2e}",
+            model.info().name
+        );
+        assert!(rel < 1e-3, "{rel}");
+
+        // The logits the objective saw are the fast forward's.
+        let fast = model
+            .forward(
+                vec![
+                    Row {
+                        input: RowInput::Embeddings(e.clone()),
+                        ..Row::tokens(vec![])
+                    }
+                    .with_mask(mask.clone())
+                    .with_logits(glassbox_runtime::LogitsAt::Range(positions.clone())),
+                ],
+                &Capture::none(),
+            )
+            .unwrap()
+            .remove(0)
+            .logits
+            .unwrap();
+        assert!(max_abs_diff(&got.logits.data, &fast.values.data) < 1e-4);
+
+        // A directional derivative by central differences on the fast forward.
+        let objective = |x: &[f32]| -> f64 {
+            let out = model
+                .forward(
+                    vec![
+                        Row {
+                            input: RowInput::Embeddings(x.to_vec()),
+                            ..Row::tokens(vec![])
+                        }
+                        .with_mask(mask.clone())
+                        .with_logits(glassbox_runtime::LogitsAt::Range(positions.clone())),
+                    ],
+                    &Capture::none(),
+                )
+                .unwrap()
+                .remove(0);
+            let l = out.logits.unwrap().values.data;
+            l.iter().zip(&c).map(|(&a, &b)| a as f64 * b as f64).sum()
+        };
+        let u: Vec<f32> = weights(n, d, 7).iter().map(|v| v.signum()).collect();
+        let h = if model.config().embedding_scale.is_some() {
+            2e-2
+        } else {
+            3e-3
+        };
+        let shifted = |s: f32| {
+            e.iter()
+                .zip(&u)
+                .map(|(x, du)| x + s * h * du)
+                .collect::<Vec<f32>>()
+        };
+        let numeric = (objective(&shifted(1.0)) - objective(&shifted(-1.0))) / (2.0 * h as f64);
+        let analytic: f64 = got
+            .input
+            .data
+            .iter()
+            .zip(&u)
+            .map(|(&a, &b)| a as f64 * b as f64)
+            .sum();
+        let err = (numeric - analytic).abs() / analytic.abs().max(1e-3);
+        println!(
+            "{}: directional derivative {analytic:.5} vs central difference {numeric:.5}",
+            model.info().name
+        );
+        assert!(err < 2e-2, "{analytic} vs {numeric}");
+    }
+}
+
+#[test]
+fn batched_rows_equal_rows_one_at_a_time_and_batches_split_by_memory() {
+    let model = smollm();
+    let (d, vocab) = (model.config().hidden_size, model.config().vocab_size);
+    let texts = [
+        "A short one.",
+        "Gradients of several rows of different lengths, packed into one batch,",
+        "must not depend on their batch-mates at all, whatever the split.",
+    ];
+    // Enough rows that the saved activations pass the per-batch bound several times.
+    let rows: Vec<GradientRow> = (0..24)
+        .map(|i| {
+            let e = embed(model, texts[i % 3]);
+            let n = e.len() / d;
+            GradientRow {
+                embeddings: e.iter().map(|v| v * (1.0 + i as f32 * 0.01)).collect(),
+                mask: AttentionMask::new(),
+                logits_at: vec![n - 1],
+            }
+        })
+        .collect();
+    let tokens: usize = rows.iter().map(|r| r.embeddings.len() / d).sum();
+    assert!(
+        tokens > 150,
+        "{tokens} tokens: more than two batches' worth"
+    );
+    let c = |i: usize| weights(1, vocab, i as u64 + 3);
+    let together = model.gradients(rows.clone(), &[], &|i, _| c(i)).unwrap();
+    for (i, row) in rows.into_iter().enumerate() {
+        let alone = model
+            .gradients(vec![row], &[], &|_, _| c(i))
+            .unwrap()
+            .remove(0);
+        // Not bit-identical: the backward GEMM picks its kernel (so its summation order) by
+        // the batch's row count.
+        let rel = relative(&together[i].input.data, &alone.input.data);
+        assert!(rel < 1e-4, "row {i}: {rel}");
+        assert!(max_abs_diff(&together[i].logits.data, &alone.logits.data) < 1e-5);
+    }
+}
+
+#[test]
+fn capture_point_gradients_are_the_residual_streams() {
+    let model = smollm();
+    let vocab = model.config().vocab_size;
+    let e = embed(model, "Layer attribution reads the residual stream");
+    let n = e.len() / model.config().hidden_size;
+    let hooks = [
+        Hook::ResidPre(0),
+        Hook::ResidPre(12),
+        Hook::AttnOut(12),
+        Hook::ResidMid(12),
+        Hook::MlpOut(29),
+        Hook::ResidPost(29),
+    ];
+    let c = weights(1, vocab, 9);
+    let got = model
+        .gradients(
+            vec![GradientRow {
+                embeddings: e.clone(),
+                mask: AttentionMask::new(),
+                logits_at: vec![n - 1],
+            }],
+            &hooks,
+            &|_, _| c.clone(),
+        )
+        .unwrap()
+        .remove(0);
+    // resid_pre of layer 0 is the input itself.
+    let (act0, grad0) = &got.at[&Hook::ResidPre(0)];
+    assert_eq!(act0.data, e);
+    assert_eq!(grad0.data, got.input.data);
+    // Sub-block outputs are added to the stream: their gradient is the stream's after them.
+    assert_eq!(got.at[&Hook::AttnOut(12)].1, got.at[&Hook::ResidMid(12)].1);
+    assert_eq!(got.at[&Hook::MlpOut(29)].1, got.at[&Hook::ResidPost(29)].1);
+    // Activations equal the fast forward's captures.
+    let captured = model
+        .forward(
+            vec![Row {
+                input: RowInput::Embeddings(e),
+                ..Row::tokens(vec![])
+            }],
+            &Capture::parse(&["blocks.12.resid_pre", "blocks.29.mlp.out"], 30).unwrap(),
+        )
+        .unwrap()
+        .remove(0)
+        .activations;
+    assert!(
+        max_abs_diff(
+            &got.at[&Hook::ResidPre(12)].0.data,
+            &captured[&Hook::ResidPre(12)].data
+        ) < 1e-5
+    );
+    assert!(
+        max_abs_diff(
+            &got.at[&Hook::MlpOut(29)].0.data,
+            &captured[&Hook::MlpOut(29)].data
+        ) < 1e-5
+    );
+    // Only positions up to the target's row matter; a later-layer gradient differs from the input's.
+    assert_ne!(got.at[&Hook::ResidPre(12)].1.data, got.input.data);
+}
+
+#[test]
+fn bad_gradient_requests_are_clear_errors() {
+    let model = smollm();
+    let vocab = model.config().vocab_size;
+    let e = embed(model, "Bad requests");
+    let n = e.len() / model.config().hidden_size;
+    let row = |logits_at: Vec<usize>| GradientRow {
+        embeddings: e.clone(),
+        mask: AttentionMask::new(),
+        logits_at,
+    };
+    let ok = |_: usize, _: &Array| vec![0f32; vocab];
+    let err = |r: Result<_, RuntimeError>| r.map(|_: Vec<_>| ()).unwrap_err().to_string();
+    assert!(
+        err(model.gradients(vec![row(vec![n - 1])], &[Hook::AttnPattern(3)], &ok))
+            .contains("residual stream")
+    );
+    assert!(
+        err(model.gradients(vec![row(vec![n - 1])], &[Hook::ResidPre(30)], &ok))
+            .contains("layers 0..29")
+    );
+    assert!(err(model.gradients(vec![row(vec![])], &[], &ok)).contains("one position"));
+    assert!(err(model.gradients(vec![row(vec![n])], &[], &ok)).contains("logits requested"));
+    assert!(
+        err(model.gradients(vec![row(vec![n - 1])], &[], &|_, _| vec![0f32; 3]))
+            .contains("gradient has 3 values")
+    );
+    let quantized = Model::load_gguf(
+        &model_path(SMOLLM),
+        SMOLLM,
+        LoadOptions {
+            weights: WeightMode::Quantized,
+        },
+    )
+    .unwrap();
+    let msg = err(quantized.gradients(vec![row(vec![n - 1])], &[], &ok));
+    assert!(msg.contains("f32"), "{msg}");
+}
