@@ -143,9 +143,15 @@ fn by_panels(
             .into_par_iter()
             .for_each(|t| run(t * per..((t + 1) * per).min(k)));
     }
-    for (kk, row) in ct.chunks(m).enumerate() {
-        for (i, &v) in row.iter().enumerate() {
-            c[i * ldc + kk] = v;
+    // dXᵀ → dX in square tiles, so reads and writes both stay within a few cache lines.
+    const TILE: usize = 16;
+    for k0 in (0..k).step_by(TILE) {
+        for i0 in (0..m).step_by(TILE) {
+            for kk in k0..(k0 + TILE).min(k) {
+                for i in i0..(i0 + TILE).min(m) {
+                    c[i * ldc + kk] = ct[kk * m + i];
+                }
+            }
         }
     }
 }

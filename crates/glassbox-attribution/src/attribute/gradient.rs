@@ -1,13 +1,13 @@
 //! Gradient methods: saliency, gradient × input, integrated gradients and SmoothGrad, all with
-//! respect to the input embeddings of the real model (through the runtime's differentiable
-//! forward pass).
+//! respect to the input embeddings of the real model (through the runtime's hand-written
+//! backward, [`Model::gradients`]).
 //!
-//! Each needs one forward and one backward pass per target per step (integrated gradients'
-//! steps, SmoothGrad's noisy samples); nothing is decoded token by token. Scores are per input
-//! token; words and sentences are sums of them, formed when the result is viewed.
+//! Each needs one forward and one backward per target per point (integrated gradients' steps,
+//! SmoothGrad's noisy samples), and all of a method's points run as one batched call; nothing
+//! is decoded token by token. Scores are per input token; words and sentences are sums of
+//! them, formed when the result is viewed.
 
-use candle_core::{Device, Tensor, Var};
-use glassbox_runtime::{AttentionMask, Model};
+use glassbox_runtime::{AttentionMask, Capture, GradientRow, LogitsAt, Model, Row};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -139,14 +139,21 @@ pub struct GradientInput<'a> {
     pub shift: Option<&'a [f32]>,
 }
 
-/// Counters of a gradient run: forward and backward passes.
+/// Counters of a gradient run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GradientCost {
-    pub forwards: usize,
+    /// Distinct embedding points evaluated (each one forward).
+    pub points: usize,
+    /// Rows differentiated: one backward per point per target.
     pub backwards: usize,
+    /// Calls into the runtime (each runs its rows as packed batches).
+    pub calls: usize,
 }
 
 /// Per-token scores (`[target][token of the input]`) of `method`.
+///
+/// Every point a method needs (the input, integrated gradients' path nodes, SmoothGrad's noisy
+/// copies), times every target, is one row of a single batched gradient call.
 pub fn gradient_scores(
     model: &Model,
     input: &GradientInput<'_>,
@@ -154,62 +161,56 @@ pub fn gradient_scores(
     method: GradientMethod,
     seed: u64,
 ) -> Result<(Estimate, GradientCost), AttributionError> {
-    let cfg = model.config();
-    let d = cfg.hidden_size;
-    let len = input.ids.len();
-    let mut embedded = model.embed(input.ids)?;
+    let d = model.config().hidden_size;
+    let mut embedded = model.embed(input.ids)?.data;
+    let units = input.units.clone();
     if let Some(shift) = input.shift {
-        let rows = &mut embedded.data[input.units.start * d..input.units.end * d];
+        let rows = &mut embedded[units.start * d..units.end * d];
         if shift.len() != rows.len() {
             return Err(AttributionError::BadInput(format!(
                 "an input shift of {} values for {} input embeddings of width {d}",
                 shift.len(),
-                input.units.len()
+                units.len()
             )));
         }
         rows.iter_mut().zip(shift).for_each(|(v, s)| *v += s);
     }
-    let x = Tensor::from_vec(embedded.data, (len, d), &Device::Cpu).map_err(candle)?;
+    let x = embedded;
     let dims = targets.formulas.len();
     let mut cost = GradientCost::default();
-    let units = input.units.clone();
     // Only the rows predicting the answer feed any target.
     let answer_rows = input.first..input.first + targets.answer.len();
+    let span = units.start * d..units.end * d;
 
-    // Gradients of every target at `point` (rows of the input's tokens only).
-    let mut grads_at = |point: &Tensor| -> Result<(Vec<Vec<f32>>, Vec<f64>), AttributionError> {
-        let var = Var::from_tensor(point).map_err(candle)?;
-        let logits = model.forward_differentiable(
-            var.as_tensor(),
-            &AttentionMask::default(),
-            answer_rows.clone(),
-        )?;
-        cost.forwards += 1;
-        let mut grads = Vec::with_capacity(dims);
-        let mut values = Vec::with_capacity(dims);
-        for t in 0..dims {
-            let f = targets.on_logits(t, &logits).map_err(candle)?;
-            values.push(f.to_scalar::<f32>().map_err(candle)? as f64);
-            let store = f.backward().map_err(candle)?;
-            cost.backwards += 1;
-            let g = match store.get(var.as_tensor()) {
-                Some(g) => g
-                    .narrow(0, units.start, units.len())
-                    .and_then(|g| g.flatten_all())
-                    .and_then(|g| g.to_vec1::<f32>())
-                    .map_err(candle)?,
-                // The target does not depend on the inputs at all.
-                None => vec![0.0; units.len() * d],
-            };
-            grads.push(g);
-        }
-        Ok((grads, values))
+    // Gradients (`[point][target]`, the input's rows only) at every point, in one call.
+    let mut grads_at = |points: Vec<Vec<f32>>| -> Result<Vec<Vec<Vec<f32>>>, AttributionError> {
+        let n = points.len();
+        let rows: Vec<GradientRow> = points
+            .into_iter()
+            .flat_map(|p| std::iter::repeat_n(p, dims))
+            .map(|embeddings| GradientRow {
+                embeddings,
+                mask: AttentionMask::default(),
+                logits_at: answer_rows.clone().collect(),
+            })
+            .collect();
+        let out = model.gradients(rows, &[], &|r, logits| {
+            targets.value_and_gradient(r % dims, logits).1
+        })?;
+        cost.points += n;
+        cost.backwards += n * dims;
+        cost.calls += 1;
+        Ok(out
+            .chunks(dims)
+            .map(|per_target| {
+                per_target
+                    .iter()
+                    .map(|g| g.input.data[span.clone()].to_vec())
+                    .collect()
+            })
+            .collect())
     };
-    let input_rows: Vec<f32> = x
-        .narrow(0, units.start, units.len())
-        .and_then(|t| t.flatten_all())
-        .and_then(|t| t.to_vec1::<f32>())
-        .map_err(candle)?;
+    let input_rows = x[span.clone()].to_vec();
     let per_token = |v: &[f32], f: &dyn Fn(&[f32], usize) -> f64| -> Vec<f64> {
         (0..units.len())
             .map(|i| f(&v[i * d..(i + 1) * d], i))
@@ -220,11 +221,13 @@ pub fn gradient_scores(
     let mut diagnostics = json!({});
     let (scores, value_full) = match method {
         GradientMethod::Saliency => {
-            let (grads, values) = grads_at(&x)?;
+            let grads = grads_at(vec![x.clone()])?.remove(0);
+            let values = values_at(model, &[&x], targets, input.first, &mut cost)?.remove(0);
             (grads.iter().map(|g| per_token(g, &norm)).collect(), values)
         }
         GradientMethod::GradientXInput => {
-            let (grads, values) = grads_at(&x)?;
+            let grads = grads_at(vec![x.clone()])?.remove(0);
+            let values = values_at(model, &[&x], targets, input.first, &mut cost)?.remove(0);
             let scores = grads
                 .iter()
                 .map(|g| per_token(g, &|gi, i| dot(gi, &input_rows[i * d..(i + 1) * d])))
@@ -243,29 +246,35 @@ pub fn gradient_scores(
                 Baseline::Unk => model.embed(&[special_token(model, false)?])?.data,
             };
             // The baseline replaces the input's tokens only; the template stays.
-            let mut base = embedded_rows(&x)?;
+            let mut base = x.clone();
             for i in units.clone() {
                 base[i * d..(i + 1) * d].copy_from_slice(&base_row);
             }
-            let b = Tensor::from_vec(base, (len, d), &Device::Cpu).map_err(candle)?;
-            let delta = (&x - &b).map_err(candle)?;
             // The path integral by Gauss–Legendre quadrature (as Captum does): with an
             // all-zero baseline the integrand spikes near α = 0, where RMS norm rescales tiny
             // inputs to full size, and these nodes crowd the ends of the path.
+            let rule = gauss_legendre(steps);
+            let points: Vec<Vec<f32>> = rule
+                .iter()
+                .map(|&(alpha, _)| {
+                    base.iter()
+                        .zip(&x)
+                        .map(|(&b, &v)| b + (v - b) * alpha as f32)
+                        .collect()
+                })
+                .collect();
+            let grads = grads_at(points)?;
             let mut sum = vec![vec![0f64; units.len() * d]; dims];
-            for (alpha, weight) in gauss_legendre(steps) {
-                let point = (&b + (&delta * alpha).map_err(candle)?).map_err(candle)?;
-                let (grads, _) = grads_at(&point)?;
-                for (s, g) in sum.iter_mut().zip(&grads) {
+            for (&(_, weight), at_point) in rule.iter().zip(&grads) {
+                for (s, g) in sum.iter_mut().zip(at_point) {
                     s.iter_mut()
                         .zip(g)
                         .for_each(|(a, &v)| *a += weight * v as f64);
                 }
             }
-            let at_input = values_only(model, &x, targets, input.first)?;
-            let at_base = values_only(model, &b, targets, input.first)?;
-            cost.forwards += 2;
-            let base_rows = &embedded_rows(&b)?[units.start * d..units.end * d];
+            let mut ends = values_at(model, &[&x, &base], targets, input.first, &mut cost)?;
+            let (at_base, at_input) = (ends.pop().expect("two"), ends.pop().expect("two"));
+            let base_rows = &base[span.clone()];
             let mut scores = Vec::with_capacity(dims);
             let mut gaps = Vec::with_capacity(dims);
             for t in 0..dims {
@@ -306,21 +315,23 @@ pub fn gradient_scores(
             }
             let sigma = noise * (hi - lo) as f64;
             let mut rng = StdRng::seed_from_u64(seed);
-            let clean = embedded_rows(&x)?;
+            let points: Vec<Vec<f32>> = (0..samples)
+                .map(|_| {
+                    let mut noisy = x.clone();
+                    for v in &mut noisy[span.clone()] {
+                        *v += (sigma * standard_normal(&mut rng)) as f32;
+                    }
+                    noisy
+                })
+                .collect();
+            let grads = grads_at(points)?;
             let mut sum = vec![vec![0f64; units.len() * d]; dims];
-            for _ in 0..samples {
-                let mut noisy = clean.clone();
-                for v in &mut noisy[units.start * d..units.end * d] {
-                    *v += (sigma * standard_normal(&mut rng)) as f32;
-                }
-                let point = Tensor::from_vec(noisy, (len, d), &Device::Cpu).map_err(candle)?;
-                let (grads, _) = grads_at(&point)?;
-                for (s, g) in sum.iter_mut().zip(&grads) {
+            for at_point in &grads {
+                for (s, g) in sum.iter_mut().zip(at_point) {
                     s.iter_mut().zip(g).for_each(|(a, &v)| *a += v as f64);
                 }
             }
-            let values = values_only(model, &x, targets, input.first)?;
-            cost.forwards += 1;
+            let values = values_at(model, &[&x], targets, input.first, &mut cost)?.remove(0);
             let scores = sum
                 .iter()
                 .map(|s| {
@@ -352,25 +363,30 @@ pub fn gradient_scores(
     ))
 }
 
-/// Target values at an embedding point (no gradients).
-fn values_only(
+/// Target values (`[point][target]`) at embedding points: one batched fast forward.
+fn values_at(
     model: &Model,
-    x: &Tensor,
+    points: &[&[f32]],
     targets: &Targets,
     first: usize,
-) -> Result<Vec<f64>, AttributionError> {
+    cost: &mut GradientCost,
+) -> Result<Vec<Vec<f64>>, AttributionError> {
     let rows = first..first + targets.answer.len();
-    let logits = model.forward_differentiable(&x.detach(), &AttentionMask::default(), rows)?;
-    let values = (0..targets.formulas.len())
-        .map(|t| {
-            targets
-                .on_logits(t, &logits)
-                .and_then(|v| v.to_scalar::<f32>())
-                .map(|v| v as f64)
-                .map_err(candle)
+    let batch = points
+        .iter()
+        .map(|x| Row::embeddings(x.to_vec()).with_logits(LogitsAt::Range(rows.clone())))
+        .collect();
+    let out = model.forward(batch, &Capture::none())?;
+    cost.calls += 1;
+    Ok(out
+        .into_iter()
+        .map(|o| {
+            let logits = o.logits.expect("logits were asked for").values;
+            (0..targets.formulas.len())
+                .map(|t| targets.value_and_gradient(t, &logits).0)
+                .collect()
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(values)
+        .collect())
 }
 
 /// Nodes and weights of `n`-point Gauss–Legendre quadrature on `[0, 1]` (Newton's method on
@@ -410,18 +426,8 @@ fn standard_normal(rng: &mut StdRng) -> f64 {
     (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
 
-fn embedded_rows(x: &Tensor) -> Result<Vec<f32>, AttributionError> {
-    x.flatten_all()
-        .and_then(|t| t.to_vec1::<f32>())
-        .map_err(candle)
-}
-
 fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
-}
-
-fn candle(e: candle_core::Error) -> AttributionError {
-    AttributionError::Runtime(glassbox_runtime::RuntimeError::from(e))
 }
 
 #[cfg(test)]

@@ -621,10 +621,10 @@ pub fn attribute(
                 d.insert("backward_passes".into(), runs.backwards.into());
             }
             let cost = Cost {
-                evaluations: runs.forwards,
-                forward_passes: runs.forwards,
-                tokens: runs.forwards * ids.len(),
-                tokens_from_scratch: runs.forwards * ids.len(),
+                evaluations: runs.points,
+                forward_passes: runs.calls,
+                tokens: runs.backwards * ids.len(),
+                tokens_from_scratch: runs.backwards * ids.len(),
                 seconds: 0.0,
             };
             (prepared.units.tokens.clone(), estimate, cost)

@@ -5,9 +5,8 @@
 //! perturbation methods, and on a differentiable logits tensor for gradient methods — so every
 //! method explains exactly the same number.
 
-use candle_core::{D, Tensor};
 use glassbox_report::Target;
-use glassbox_runtime::Model;
+use glassbox_runtime::{Array, Model, log_softmax_at};
 
 use crate::AttributionError;
 use crate::engine::Readout;
@@ -258,42 +257,57 @@ impl Targets {
             .collect()
     }
 
-    /// Target `t` as a differentiable scalar of `logits: [answer positions, vocab]` (row `j`
-    /// predicts answer token `j`).
-    pub fn on_logits(&self, t: usize, logits: &Tensor) -> Result<Tensor, candle_core::Error> {
-        let row = |pos: usize| logits.get(pos);
-        let logit = |pos: usize, token: u32| row(pos)?.get(token as usize);
-        let log_prob = |pos: usize, token: u32| -> Result<Tensor, candle_core::Error> {
-            let r = row(pos)?;
-            let max = r.max_keepdim(D::Minus1)?.detach();
-            let lse = (r.broadcast_sub(&max)?.exp()?.sum_all()?.log()? + max.squeeze(0)?)?;
-            r.get(token as usize)? - lse
+    /// Target `t`'s value on `logits` (`[answer positions, vocab]`, row `j` predicting answer
+    /// token `j`) and its gradient with respect to them (same layout), in closed form: the
+    /// gradient methods seed the runtime's backward with it.
+    pub fn value_and_gradient(&self, t: usize, logits: &Array) -> (f64, Vec<f32>) {
+        let vocab = logits.shape[1];
+        let mut grad = vec![0f32; logits.data.len()];
+        // ln p(token) at `pos`, adding `scale · ∂/∂logits` into the gradient.
+        let log_prob = |pos: usize, token: u32, scale: f64, grad: &mut [f32]| -> f64 {
+            let row = logits.row(pos);
+            let lse = log_sum_exp(row) as f64;
+            let g = &mut grad[pos * vocab..(pos + 1) * vocab];
+            for (gv, &l) in g.iter_mut().zip(row) {
+                *gv -= (scale * (l as f64 - lse).exp()) as f32;
+            }
+            g[token as usize] += scale as f32;
+            row[token as usize] as f64 - lse
         };
-        match &self.formulas[t] {
-            Formula::LogProb { pos, token } => log_prob(*pos, *token),
-            Formula::Prob { pos, token } => log_prob(*pos, *token)?.exp(),
-            Formula::Logit { pos, token } => logit(*pos, *token),
-            Formula::Contrast { pos, a, b } => logit(*pos, *a)? - logit(*pos, *b)?,
+        let logit = |pos: usize, token: u32| logits.row(pos)[token as usize] as f64;
+        let value = match &self.formulas[t] {
+            Formula::LogProb { pos, token } => log_prob(*pos, *token, 1.0, &mut grad),
+            Formula::Prob { pos, token } => {
+                let row = logits.row(*pos);
+                let p = (row[*token as usize] as f64 - log_sum_exp(row) as f64).exp();
+                log_prob(*pos, *token, p, &mut grad);
+                p
+            }
+            Formula::Logit { pos, token } => {
+                grad[pos * vocab + *token as usize] = 1.0;
+                logit(*pos, *token)
+            }
+            Formula::Contrast { pos, a, b } => {
+                grad[pos * vocab + *a as usize] += 1.0;
+                grad[pos * vocab + *b as usize] -= 1.0;
+                logit(*pos, *a) - logit(*pos, *b)
+            }
             Formula::Label { pos, labels, k } => {
-                let picked = Tensor::stack(
-                    &labels
-                        .iter()
-                        .map(|&l| logit(*pos, l))
-                        .collect::<Result<Vec<_>, _>>()?,
-                    0,
-                )?;
-                let max = picked.max_keepdim(0)?.detach();
-                let e = picked.broadcast_sub(&max)?.exp()?;
-                e.get(*k)? / e.sum_all()?
-            }
-            Formula::SumLogProb { answer } => {
-                let mut total = log_prob(0, answer[0])?;
-                for (j, &tok) in answer.iter().enumerate().skip(1) {
-                    total = (total + log_prob(j, tok)?)?;
+                let picked: Vec<f64> = labels.iter().map(|&l| logit(*pos, l)).collect();
+                let q: Vec<f64> = (0..labels.len()).map(|j| softmax_at(&picked, j)).collect();
+                for (j, &l) in labels.iter().enumerate() {
+                    let delta = if j == *k { 1.0 } else { 0.0 };
+                    grad[pos * vocab + l as usize] += (q[*k] * (delta - q[j])) as f32;
                 }
-                Ok(total)
+                q[*k]
             }
-        }
+            Formula::SumLogProb { answer } => answer
+                .iter()
+                .enumerate()
+                .map(|(j, &tok)| log_prob(j, tok, 1.0, &mut grad))
+                .sum(),
+        };
+        (value, grad)
     }
 
     /// The answer position each target reads (`None`: several, as for a sum).
@@ -307,6 +321,11 @@ impl Targets {
             Formula::SumLogProb { .. } => None,
         }
     }
+}
+
+/// `ln Σ e^{row}` (the runtime's stable log-softmax, read backwards).
+fn log_sum_exp(row: &[f32]) -> f32 {
+    row[0] - log_softmax_at(row, 0)
 }
 
 fn softmax_at(x: &[f64], k: usize) -> f64 {
@@ -339,6 +358,64 @@ mod tests {
         ] {
             let err = TargetSpec::parse(bad).unwrap_err().to_string();
             assert!(err.contains("logprob, prob, logit"), "{err}");
+        }
+    }
+
+    #[test]
+    fn closed_form_gradients_equal_finite_differences() {
+        let vocab = 6;
+        let logits = Array::new(
+            vec![2, vocab],
+            vec![
+                0.3, -1.2, 2.0, 0.1, -0.4, 0.9, 1.1, 0.0, -2.0, 0.5, 0.7, -0.3,
+            ],
+        );
+        let answer = vec![2, 4];
+        let formulas = vec![
+            Formula::LogProb { pos: 1, token: 4 },
+            Formula::Prob { pos: 0, token: 5 },
+            Formula::Logit { pos: 0, token: 1 },
+            Formula::Contrast { pos: 1, a: 0, b: 3 },
+            Formula::Label {
+                pos: 0,
+                labels: vec![2, 5, 1],
+                k: 1,
+            },
+            Formula::SumLogProb {
+                answer: answer.clone(),
+            },
+        ];
+        let targets = Targets::new(formulas, Vec::new(), answer);
+        for t in 0..targets.formulas.len() {
+            let (value, grad) = targets.value_and_gradient(t, &logits);
+            for i in 0..logits.data.len() {
+                let bumped = |h: f32| {
+                    let mut data = logits.data.clone();
+                    data[i] += h;
+                    targets
+                        .value_and_gradient(t, &Array::new(logits.shape.clone(), data))
+                        .0
+                };
+                let numeric = (bumped(1e-3) - bumped(-1e-3)) / 2e-3;
+                assert!(
+                    (grad[i] as f64 - numeric).abs() < 1e-3,
+                    "target {t}, logit {i}"
+                );
+            }
+            // The value agrees with the engine's readout of the same logits.
+            let Readout::Logits(queries) = &targets.readout else {
+                unreachable!("logits and labels are read")
+            };
+            let mut readout = Vec::new();
+            for (p, q) in queries.iter().enumerate() {
+                let row = logits.row(p);
+                readout.push(log_sum_exp(row));
+                readout.extend(q.iter().map(|&tok| row[tok as usize]));
+            }
+            assert!(
+                (targets.from_readout(&readout)[t] - value).abs() < 1e-5,
+                "target {t}"
+            );
         }
     }
 
