@@ -37,6 +37,23 @@ pub struct GradientRow {
     pub mask: AttentionMask,
     /// Tokens whose logits the objective reads.
     pub logits_at: Vec<usize>,
+    /// Replace the residual stream at this capture point (`resid_pre`, `resid_mid` or
+    /// `resid_post`) with these values (`[tokens, hidden]`): what layer integrated gradients
+    /// interpolates. Everything after the point then depends on the patch alone, so the
+    /// gradients before it (the input's included) are zero.
+    pub patch: Option<(Hook, Vec<f32>)>,
+}
+
+impl GradientRow {
+    /// A row of input embeddings, unmasked and unpatched, read at `logits_at`.
+    pub fn new(embeddings: Vec<f32>, logits_at: Vec<usize>) -> Self {
+        Self {
+            embeddings,
+            mask: AttentionMask::default(),
+            logits_at,
+            patch: None,
+        }
+    }
 }
 
 /// The gradient pass's result for one row.
@@ -127,7 +144,30 @@ impl Model {
         let mut positions = Vec::new();
         let mut x = Vec::new();
         let mut indices = Vec::with_capacity(rows.len());
+        let mut patches: Vec<Option<(Hook, Vec<f32>)>> = Vec::with_capacity(rows.len());
         for (index, row) in rows {
+            if let Some((hook, values)) = &row.patch {
+                let residual = matches!(
+                    hook,
+                    Hook::ResidPre(_) | Hook::ResidMid(_) | Hook::ResidPost(_)
+                );
+                if !residual || hook.layer().is_some_and(|l| l >= cfg.num_layers) {
+                    return Err(RuntimeError::BadHook {
+                        spec: hook.name(),
+                        why: "patches replace the residual stream of a layer of the model \
+                              (resid_pre, resid_mid, resid_post)"
+                            .into(),
+                    });
+                }
+                if values.len() != row.embeddings.len() {
+                    return Err(RuntimeError::InvalidRequest(format!(
+                        "row {index}: a patch of {} values for {} embedding values",
+                        values.len(),
+                        row.embeddings.len()
+                    )));
+                }
+            }
+            patches.push(row.patch);
             let request = Row::embeddings(row.embeddings)
                 .with_mask(row.mask)
                 .with_logits(LogitsAt::Positions(row.logits_at));
@@ -184,7 +224,12 @@ impl Model {
                     );
                 }
             };
-            let mut keep = |hook: Hook, buf: &[f32]| {
+            let mut keep = |hook: Hook, buf: &mut [f32]| {
+                for (plan, patch) in plans.iter().zip(&patches) {
+                    if let Some((_, values)) = patch.as_ref().filter(|p| p.0 == hook) {
+                        buf[plan.start * d..(plan.start + plan.len) * d].copy_from_slice(values);
+                    }
+                }
                 if hooks.contains(&hook) {
                     activations.insert(hook, buf.to_vec());
                 }
@@ -280,9 +325,15 @@ impl Model {
                     )
                 })
                 .collect();
-            let mut observe = |hook: Hook, buf: &[f32]| {
+            let mut observe = |hook: Hook, buf: &mut [f32]| {
                 if hooks.contains(&hook) {
                     grads.insert(hook, buf.to_vec());
+                }
+                // Upstream of a patch nothing reaches the objective.
+                for (plan, patch) in plans.iter().zip(&patches) {
+                    if patch.as_ref().is_some_and(|p| p.0 == hook) {
+                        buf[plan.start * d..(plan.start + plan.len) * d].fill(0.0);
+                    }
                 }
             };
             let record = saved.pop().expect("one record per block");

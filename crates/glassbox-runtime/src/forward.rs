@@ -269,7 +269,7 @@ pub(crate) fn forward(
                 *pattern = probs.map(|p| Array::new(vec![cfg.num_heads, plan.len, keys], p));
             }
         };
-        let mut observe = |hook: Hook, buf: &[f32]| keep(&mut captured, hook, buf, d);
+        let mut observe = |hook: Hook, buf: &mut [f32]| keep(&mut captured, hook, buf, d);
         layer.attention_forward(&mut x, &mut scratch, None, &mut attend, &mut observe)?;
         layer.mlp_forward(&mut x, &mut scratch, None, &mut observe)?;
         for (map, pattern) in captured.iter_mut().zip(patterns) {

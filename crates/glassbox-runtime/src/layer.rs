@@ -119,19 +119,19 @@ impl Layer<'_> {
     }
 
     /// `x += attention(norm(x))`. `attend(q, k, v, out)` runs the attention itself (the fast
-    /// forward extends KV caches there; the gradient pass attends within each row); `keep`
-    /// sees the capture points.
+    /// forward extends KV caches there; the gradient pass attends within each row); `visit`
+    /// sees the capture points, and may overwrite them (activation patching).
     pub(crate) fn attention_forward(
         &self,
         x: &mut [f32],
         s: &mut Scratch,
         mut save: Option<&mut Saved>,
         attend: &mut dyn FnMut(&[f32], &[f32], &[f32], &mut [f32]),
-        keep: &mut dyn FnMut(Hook, &[f32]),
+        visit: &mut dyn FnMut(Hook, &mut [f32]),
     ) -> Result<(), RuntimeError> {
         let (cfg, lw) = (self.cfg, self.weights);
         let (eps, hd) = (cfg.rms_norm_eps, cfg.head_dim);
-        keep(Hook::ResidPre(self.index), x);
+        visit(Hook::ResidPre(self.index), x);
         if let Some(saved) = save.as_deref_mut() {
             saved.x = x.to_vec();
         }
@@ -173,9 +173,9 @@ impl Layer<'_> {
         if let Some(post) = &lw.post_attn_norm {
             norm_in_place(&mut s.delta, post, eps);
         }
-        keep(Hook::AttnOut(self.index), &s.delta);
+        visit(Hook::AttnOut(self.index), &mut s.delta);
         residual_add(x, &s.delta, cfg.hidden_size);
-        keep(Hook::ResidMid(self.index), x);
+        visit(Hook::ResidMid(self.index), x);
         Ok(())
     }
 
@@ -185,7 +185,7 @@ impl Layer<'_> {
         x: &mut [f32],
         s: &mut Scratch,
         save: Option<&mut Saved>,
-        keep: &mut dyn FnMut(Hook, &[f32]),
+        visit: &mut dyn FnMut(Hook, &mut [f32]),
     ) -> Result<(), RuntimeError> {
         let (cfg, lw) = (self.cfg, self.weights);
         let eps = cfg.rms_norm_eps;
@@ -201,24 +201,25 @@ impl Layer<'_> {
         if let Some(post) = &lw.post_ffn_norm {
             norm_in_place(&mut s.delta, post, eps);
         }
-        keep(Hook::MlpOut(self.index), &s.delta);
+        visit(Hook::MlpOut(self.index), &mut s.delta);
         residual_add(x, &s.delta, cfg.hidden_size);
-        keep(Hook::ResidPost(self.index), x);
+        visit(Hook::ResidPost(self.index), x);
         Ok(())
     }
 
     /// The backward of [`Layer::mlp_forward`]: `dx` holds `∂L/∂x` after the block and
-    /// becomes `∂L/∂x` before it. `observe` sees the gradient at the MLP's output.
+    /// becomes `∂L/∂x` before it. `visit` sees (and may cut) the gradient at the capture
+    /// points, in the forward's reverse order.
     pub(crate) fn mlp_backward(
         &self,
         saved: &Saved,
         dx: &mut [f32],
-        observe: &mut dyn FnMut(Hook, &[f32]),
+        visit: &mut dyn FnMut(Hook, &mut [f32]),
     ) -> Result<(), RuntimeError> {
         let (cfg, lw) = (self.cfg, self.weights);
         let (eps, t, inter) = (cfg.rms_norm_eps, self.tokens, cfg.intermediate_size);
-        observe(Hook::ResidPost(self.index), dx);
-        observe(Hook::MlpOut(self.index), dx);
+        visit(Hook::ResidPost(self.index), dx);
+        visit(Hook::MlpOut(self.index), dx);
         let mut ddelta = dx.to_vec();
         if let (Some(post), Some(pre)) = (&lw.post_ffn_norm, &saved.mlp_pre) {
             norm_in_place_backward(pre, post, eps, &mut ddelta);
@@ -240,13 +241,13 @@ impl Layer<'_> {
         saved: &Saved,
         filters: &[(std::ops::Range<usize>, KeyFilter<'_>)],
         dx: &mut [f32],
-        observe: &mut dyn FnMut(Hook, &[f32]),
+        visit: &mut dyn FnMut(Hook, &mut [f32]),
     ) -> Result<(), RuntimeError> {
         let (cfg, lw) = (self.cfg, self.weights);
         let (eps, t, hd) = (cfg.rms_norm_eps, self.tokens, cfg.head_dim);
         let (qw, kvw) = (cfg.q_width(), cfg.kv_width());
-        observe(Hook::ResidMid(self.index), dx);
-        observe(Hook::AttnOut(self.index), dx);
+        visit(Hook::ResidMid(self.index), dx);
+        visit(Hook::AttnOut(self.index), dx);
         let mut ddelta = dx.to_vec();
         if let (Some(post), Some(pre)) = (&lw.post_attn_norm, &saved.attn_pre) {
             norm_in_place_backward(pre, post, eps, &mut ddelta);
@@ -284,7 +285,7 @@ impl Layer<'_> {
         let mut dh = vec![0f32; t * cfg.hidden_size];
         linear_backward(&lw.qkv, &dqkv, t, &mut dh)?;
         norm_backward(&saved.x, &lw.attn_norm, eps, &dh, dx);
-        observe(Hook::ResidPre(self.index), dx);
+        visit(Hook::ResidPre(self.index), dx);
         Ok(())
     }
 }

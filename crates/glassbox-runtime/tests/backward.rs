@@ -82,6 +82,7 @@ fn backward_equals_autograd_and_finite_differences_on_both_architectures() {
             embeddings: e.clone(),
             mask: mask.clone(),
             logits_at: positions.clone().collect(),
+            patch: None,
         };
         let got = model
             .gradients(vec![row], &[], &|_, logits: &Array| {
@@ -179,11 +180,10 @@ fn batched_rows_equal_rows_one_at_a_time_and_batches_split_by_memory() {
         .map(|i| {
             let e = embed(model, texts[i % 3]);
             let n = e.len() / d;
-            GradientRow {
-                embeddings: e.iter().map(|v| v * (1.0 + i as f32 * 0.01)).collect(),
-                mask: AttentionMask::new(),
-                logits_at: vec![n - 1],
-            }
+            GradientRow::new(
+                e.iter().map(|v| v * (1.0 + i as f32 * 0.01)).collect(),
+                vec![n - 1],
+            )
         })
         .collect();
     let tokens: usize = rows.iter().map(|r| r.embeddings.len() / d).sum();
@@ -223,11 +223,7 @@ fn capture_point_gradients_are_the_residual_streams() {
     let c = weights(1, vocab, 9);
     let got = model
         .gradients(
-            vec![GradientRow {
-                embeddings: e.clone(),
-                mask: AttentionMask::new(),
-                logits_at: vec![n - 1],
-            }],
+            vec![GradientRow::new(e.clone(), vec![n - 1])],
             &hooks,
             &|_, _| c.clone(),
         )
@@ -269,16 +265,57 @@ fn capture_point_gradients_are_the_residual_streams() {
 }
 
 #[test]
+fn a_patch_replaces_the_stream_and_cuts_the_gradient_above_it() {
+    let model = smollm();
+    let vocab = model.config().vocab_size;
+    let e = embed(model, "Patching the residual stream of layer twelve");
+    let n = e.len() / model.config().hidden_size;
+    let c = weights(1, vocab, 5);
+    let hook = Hook::ResidPre(12);
+    let plain = model
+        .gradients(
+            vec![GradientRow::new(e.clone(), vec![n - 1])],
+            &[hook],
+            &|_, _| c.clone(),
+        )
+        .unwrap()
+        .remove(0);
+    let own = plain.at[&hook].0.data.clone();
+    // Patching a point with its own activation changes nothing after it...
+    let mut row = GradientRow::new(e.clone(), vec![n - 1]);
+    row.patch = Some((hook, own.clone()));
+    let patched = model
+        .gradients(vec![row], &[hook], &|_, _| c.clone())
+        .unwrap()
+        .remove(0);
+    assert!(max_abs_diff(&patched.logits.data, &plain.logits.data) < 1e-5);
+    assert!(relative(&patched.at[&hook].1.data, &plain.at[&hook].1.data) < 1e-5);
+    // ...and nothing before it reaches the objective.
+    assert!(patched.input.data.iter().all(|&v| v == 0.0));
+    // Another stream there gives other logits, whatever the input.
+    let mut row = GradientRow::new(vec![0.5; e.len()], vec![n - 1]);
+    row.patch = Some((hook, own.iter().map(|v| v * 0.5).collect()));
+    let other = model
+        .gradients(vec![row], &[], &|_, _| c.clone())
+        .unwrap()
+        .remove(0);
+    assert!(max_abs_diff(&other.logits.data, &plain.logits.data) > 1e-2);
+    let mut bad = GradientRow::new(e.clone(), vec![n - 1]);
+    bad.patch = Some((Hook::AttnOut(3), own));
+    let msg = model
+        .gradients(vec![bad], &[], &|_, _| c.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("residual stream"), "{msg}");
+}
+
+#[test]
 fn bad_gradient_requests_are_clear_errors() {
     let model = smollm();
     let vocab = model.config().vocab_size;
     let e = embed(model, "Bad requests");
     let n = e.len() / model.config().hidden_size;
-    let row = |logits_at: Vec<usize>| GradientRow {
-        embeddings: e.clone(),
-        mask: AttentionMask::new(),
-        logits_at,
-    };
+    let row = |logits_at: Vec<usize>| GradientRow::new(e.clone(), logits_at);
     let ok = |_: usize, _: &Array| vec![0f32; vocab];
     let err = |r: Result<_, RuntimeError>| r.map(|_: Vec<_>| ()).unwrap_err().to_string();
     assert!(

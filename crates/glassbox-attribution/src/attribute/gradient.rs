@@ -7,7 +7,7 @@
 //! is decoded token by token. Scores are per input token; words and sentences are sums of
 //! them, formed when the result is viewed.
 
-use glassbox_runtime::{AttentionMask, Capture, GradientRow, LogitsAt, Model, Row};
+use glassbox_runtime::{Capture, GradientRow, LogitsAt, Model, Row};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -188,11 +188,7 @@ pub fn gradient_scores(
         let rows: Vec<GradientRow> = points
             .into_iter()
             .flat_map(|p| std::iter::repeat_n(p, dims))
-            .map(|embeddings| GradientRow {
-                embeddings,
-                mask: AttentionMask::default(),
-                logits_at: answer_rows.clone().collect(),
-            })
+            .map(|embeddings| GradientRow::new(embeddings, answer_rows.clone().collect()))
             .collect();
         let out = model.gradients(rows, &[], &|r, logits| {
             targets.value_and_gradient(r % dims, logits).1
