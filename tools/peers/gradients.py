@@ -231,7 +231,8 @@ def bench(args):
                 try:
                     t = time.perf_counter()
                     scores, delta = run(ids, tid)
-                    r.update(seconds=time.perf_counter() - t, scores=scores, delta=delta)
+                    r.update(seconds=time.perf_counter() - t, scores=scores, delta=delta,
+                             loadavg_1m=os.getloadavg()[0])  # > threads: contended sample
                 except Exception as e:
                     r.update(error=f"{type(e).__name__}: {e}", seconds=None, scores=None,
                              delta=None)

@@ -11,7 +11,7 @@ use glassbox_attribution::attribute::{
 };
 use glassbox_attribution::{Method, Perturbation};
 use glassbox_report::Aggregation;
-use glassbox_runtime::{Capture, LogitsAt, Row, RowInput};
+use glassbox_runtime::{Capture, Hook, LogitsAt, Row, RowInput};
 
 fn request(input: &str, method: TokenMethod) -> AttributeRequest {
     AttributeRequest {
@@ -98,6 +98,84 @@ fn integrated_gradients_completeness_gap_shrinks_with_steps() {
     eprintln!("|gap| at 8/32/128 steps: {gaps:?} of a change of {change}");
     assert!(gaps[0] > gaps[1] && gaps[1] > gaps[2], "{gaps:?}");
     assert!(gaps[2] < 0.05 * change.abs(), "{gaps:?} vs {change}");
+}
+
+#[test]
+fn layer_methods_at_the_first_stream_equal_the_input_methods_and_read_any_layer() {
+    let token = |m: GradientMethod| {
+        let mut r = request(SENTENCE, TokenMethod::Gradient(m));
+        r.unit = UnitLevel::Token;
+        attribute(model(), &r).unwrap().attribution
+    };
+    let max_diff = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f64, f64::max)
+    };
+    let at = Hook::ResidPre(0);
+    // blocks.0.resid_pre is the input embeddings: the layer methods are the input methods.
+    let gxi = token(GradientMethod::GradientXInput);
+    let layer_gxa = token(GradientMethod::LayerGradientXActivation { at });
+    assert!(max_diff(&gxi.scores[0], &layer_gxa.scores[0]) < 1e-5);
+    let ig = GradientMethod::IntegratedGradients {
+        steps: 16,
+        baseline: Baseline::Pad,
+    };
+    let layer_ig = |at| GradientMethod::LayerIntegratedGradients {
+        at,
+        steps: 16,
+        baseline: Baseline::Pad,
+    };
+    let (a, b) = (token(ig), token(layer_ig(at)));
+    let scale = a.scores[0].iter().fold(0f64, |m, v| m.max(v.abs()));
+    assert!(
+        max_diff(&a.scores[0], &b.scores[0]) < 1e-4 * scale,
+        "{:?} vs {:?}",
+        a.scores,
+        b.scores
+    );
+    // Deeper in the stream: the completeness gap (over all positions) shrinks with steps,
+    // and the scores differ from the input's.
+    let deep = |steps| {
+        token(GradientMethod::LayerIntegratedGradients {
+            at: Hook::ResidMid(20),
+            steps,
+            baseline: Baseline::Pad,
+        })
+    };
+    let runs = [deep(16), deep(64)];
+    let gaps: Vec<f64> = runs
+        .iter()
+        .map(|r| r.diagnostics["completeness_gap"][0].as_f64().unwrap().abs())
+        .collect();
+    let change = runs[1].value_full[0] - runs[1].diagnostics["value_baseline"][0].as_f64().unwrap();
+    eprintln!("layer IG at blocks.20.resid_mid: |gap| {gaps:?} at 16/64 steps, change {change}");
+    assert!(
+        gaps[1] < gaps[0] && gaps[1] < 0.05 * change.abs(),
+        "{gaps:?} vs {change}"
+    );
+    assert!(max_diff(&runs[1].scores[0], &a.scores[0]) > 1e-3);
+    let sub_block = token(GradientMethod::LayerGradientXActivation {
+        at: Hook::MlpOut(20),
+    });
+    assert!(sub_block.scores[0].iter().any(|v| v.abs() > 0.0));
+    // Layer IG moves the stream; a sub-block output is refused with the reason.
+    let mut r = request(SENTENCE, TokenMethod::Gradient(layer_ig(Hook::AttnOut(3))));
+    r.unit = UnitLevel::Token;
+    let err = attribute(model(), &r).unwrap_err().to_string();
+    assert!(err.contains("residual stream"), "{err}");
+    let mut r = request(
+        SENTENCE,
+        TokenMethod::Gradient(layer_ig(Hook::ResidPre(99))),
+    );
+    r.unit = UnitLevel::Token;
+    assert!(
+        attribute(model(), &r)
+            .unwrap_err()
+            .to_string()
+            .contains("layers 0..29")
+    );
 }
 
 #[test]

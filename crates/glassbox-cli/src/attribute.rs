@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use glassbox::attribution::Perturbation;
 use glassbox::attribution::attribute::{
     AnswerSpec, AttributeRequest, Baseline, DEFAULT_GENERATE_TOKENS, InputTemplate, MethodOptions,
-    PromptFormat, TargetSpec, TokenMethod, UnitLevel, attribute,
+    PromptFormat, TargetSpec, TokenMethod, UnitLevel, attribute, parse_point,
 };
 use glassbox::report::{
     Aggregation, AttributeReport, HeatmapView, render_attribute_html, render_attribute_terminal,
@@ -64,6 +64,9 @@ pub(crate) struct MethodArgs {
     /// Attention head (default: the mean over heads).
     #[arg(long)]
     head: Option<usize>,
+    /// Capture point of the layer methods (layer_gradxact, layer_ig), e.g. blocks.10.resid_pre.
+    #[arg(long)]
+    at: Option<String>,
     /// How perturbation methods remove a unit: delete its tokens, replace each by the unknown
     /// token (placeholder), or block attention to it.
     #[arg(long, value_enum, default_value_t = PerturbationArg::Delete)]
@@ -131,6 +134,7 @@ impl MethodArgs {
             noise: self.noise,
             layer: self.layer,
             head: self.head,
+            at: self.at.as_deref().map(parse_point).transpose()?,
         };
         Ok(AttributeRequest {
             input,

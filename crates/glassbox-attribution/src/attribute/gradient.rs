@@ -7,7 +7,7 @@
 //! is decoded token by token. Scores are per input token; words and sentences are sums of
 //! them, formed when the result is viewed.
 
-use glassbox_runtime::{Capture, GradientRow, LogitsAt, Model, Row};
+use glassbox_runtime::{Capture, GradientRow, Hook, LogitsAt, Model, Row};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -82,6 +82,18 @@ pub enum GradientMethod {
     /// `‖mean_k ∂f/∂e_i(e + ε_k)‖₂`, `ε_k ~ N(0, σ²)` on the input tokens only, σ = `noise` ×
     /// the range of the input embeddings (Smilkov et al.).
     SmoothGrad { samples: usize, noise: f64 },
+    /// `a_i · ∂f/∂a_i` at a capture point `at` (Captum's LayerGradientXActivation): what
+    /// each token's state at that layer contributes, to first order.
+    LayerGradientXActivation { at: Hook },
+    /// Integrated gradients in the activation space of a residual-stream point (Captum's
+    /// LayerIntegratedGradients): the stream at `at` moves from its value under the baseline
+    /// input `a'` to its value under the input `a`, and token `i` gets
+    /// `(a_i − a'_i) · Σ_k w_k ∂f/∂a_i(a' + α_k (a − a'))`.
+    LayerIntegratedGradients {
+        at: Hook,
+        steps: usize,
+        baseline: Baseline,
+    },
 }
 
 impl GradientMethod {
@@ -91,6 +103,8 @@ impl GradientMethod {
             GradientMethod::GradientXInput => "gradient_x_input",
             GradientMethod::IntegratedGradients { .. } => "integrated_gradients",
             GradientMethod::SmoothGrad { .. } => "smoothgrad",
+            GradientMethod::LayerGradientXActivation { .. } => "layer_gradxact",
+            GradientMethod::LayerIntegratedGradients { .. } => "layer_ig",
         }
     }
 
@@ -109,6 +123,14 @@ impl GradientMethod {
                 samples: number("samples")? as usize,
                 noise: number("noise_level")?,
             },
+            "layer_gradxact" => GradientMethod::LayerGradientXActivation {
+                at: parse_point(params.get("at")?.as_str()?).ok()?,
+            },
+            "layer_ig" => GradientMethod::LayerIntegratedGradients {
+                at: parse_point(params.get("at")?.as_str()?).ok()?,
+                steps: number("steps")? as usize,
+                baseline: Baseline::parse(params.get("baseline")?.as_str()?).ok()?,
+            },
             _ => return None,
         })
     }
@@ -123,7 +145,43 @@ impl GradientMethod {
             GradientMethod::SmoothGrad { samples, noise } => {
                 json!({"samples": samples, "noise_level": noise, "norm": "l2"})
             }
+            GradientMethod::LayerGradientXActivation { at } => json!({"at": at.name()}),
+            GradientMethod::LayerIntegratedGradients {
+                at,
+                steps,
+                baseline,
+            } => json!({
+                "at": at.name(),
+                "steps": steps,
+                "baseline": baseline.name(),
+                "rule": "gauss_legendre",
+            }),
         }
+    }
+}
+
+/// The capture point a layer method reads (`blocks.L.resid_pre`, ...): one point, whose layer
+/// the runtime checks against the model.
+pub fn parse_point(spec: &str) -> Result<Hook, AttributionError> {
+    let bad = |why: &str| AttributionError::BadInput(format!("capture point `{spec}`: {why}"));
+    if spec.contains('*') {
+        return Err(bad("a layer method reads one point, not a pattern"));
+    }
+    match Hook::parse(spec, usize::MAX)
+        .map_err(|e| AttributionError::BadInput(e.to_string()))?
+        .as_slice()
+    {
+        [
+            hook @ (Hook::ResidPre(_)
+            | Hook::ResidMid(_)
+            | Hook::ResidPost(_)
+            | Hook::AttnOut(_)
+            | Hook::MlpOut(_)),
+        ] => Ok(*hook),
+        _ => Err(bad(
+            "layer methods read the residual stream or a sub-block output \
+             (blocks.L.resid_pre, resid_mid, resid_post, attn.out, mlp.out)",
+        )),
     }
 }
 
@@ -236,16 +294,7 @@ pub fn gradient_scores(
                     "integrated gradients needs at least 1 step".into(),
                 ));
             }
-            let base_row = match baseline {
-                Baseline::Zero => vec![0f32; d],
-                Baseline::Pad => model.embed(&[special_token(model, true)?])?.data,
-                Baseline::Unk => model.embed(&[special_token(model, false)?])?.data,
-            };
-            // The baseline replaces the input's tokens only; the template stays.
-            let mut base = x.clone();
-            for i in units.clone() {
-                base[i * d..(i + 1) * d].copy_from_slice(&base_row);
-            }
+            let base = baseline_input(model, &x, &units, baseline)?;
             // The path integral by Gauss–Legendre quadrature (as Captum does): with an
             // all-zero baseline the integrand spikes near α = 0, where RMS norm rescales tiny
             // inputs to full size, and these nodes crowd the ends of the path.
@@ -345,6 +394,120 @@ pub fn gradient_scores(
             diagnostics = json!({ "sigma": sigma });
             (scores, values)
         }
+        GradientMethod::LayerGradientXActivation { at } => {
+            let rows = (0..dims)
+                .map(|_| GradientRow::new(x.clone(), answer_rows.clone().collect()))
+                .collect();
+            let out = model.gradients(rows, &[at], &|t, logits| {
+                targets.value_and_gradient(t, logits).1
+            })?;
+            cost.points += 1;
+            cost.backwards += dims;
+            cost.calls += 1;
+            let scores = out
+                .iter()
+                .map(|g| {
+                    let (act, grad) = &g.at[&at];
+                    units
+                        .clone()
+                        .map(|i| dot(act.row(i), grad.row(i)))
+                        .collect()
+                })
+                .collect();
+            let values = values_at(model, &[&x], targets, input.first, &mut cost)?.remove(0);
+            (scores, values)
+        }
+        GradientMethod::LayerIntegratedGradients {
+            at,
+            steps,
+            baseline,
+        } => {
+            if !matches!(
+                at,
+                Hook::ResidPre(_) | Hook::ResidMid(_) | Hook::ResidPost(_)
+            ) {
+                return Err(AttributionError::BadInput(format!(
+                    "layer integrated gradients moves the residual stream, so it reads \
+                     blocks.L.resid_pre, resid_mid or resid_post, not {}; layer_gradxact \
+                     reads sub-block outputs",
+                    at.name()
+                )));
+            }
+            if steps == 0 {
+                return Err(AttributionError::BadBudget(
+                    "layer integrated gradients needs at least 1 step".into(),
+                ));
+            }
+            let base = baseline_input(model, &x, &units, baseline)?;
+            // The stream at the point under the input and under the baseline input.
+            let capture = Capture::none().with(at);
+            let ends = model.forward(
+                vec![
+                    Row::embeddings(x.clone()).with_logits(LogitsAt::None),
+                    Row::embeddings(base.clone()).with_logits(LogitsAt::None),
+                ],
+                &capture,
+            )?;
+            cost.calls += 1;
+            let (a, a0) = (
+                &ends[0].activations[&at].data,
+                &ends[1].activations[&at].data,
+            );
+            let rule = gauss_legendre(steps);
+            let mut rows = Vec::with_capacity(steps * dims);
+            for &(alpha, _) in &rule {
+                let stream: Vec<f32> = a0
+                    .iter()
+                    .zip(a)
+                    .map(|(&b, &v)| b + (v - b) * alpha as f32)
+                    .collect();
+                for _ in 0..dims {
+                    // The input is irrelevant past the patch; it only sizes the row.
+                    let mut row = GradientRow::new(x.clone(), answer_rows.clone().collect());
+                    row.patch = Some((at, stream.clone()));
+                    rows.push(row);
+                }
+            }
+            let out = model.gradients(rows, &[at], &|r, logits| {
+                targets.value_and_gradient(r % dims, logits).1
+            })?;
+            cost.points += steps;
+            cost.backwards += steps * dims;
+            cost.calls += 1;
+            let len = input.ids.len();
+            let mut sum = vec![vec![0f64; len * d]; dims];
+            for (k, &(_, weight)) in rule.iter().enumerate() {
+                for (t, s) in sum.iter_mut().enumerate() {
+                    let g = &out[k * dims + t].at[&at].1.data;
+                    s.iter_mut()
+                        .zip(g)
+                        .for_each(|(acc, &v)| *acc += weight * v as f64);
+                }
+            }
+            let mut ends = values_at(model, &[&x, &base], targets, input.first, &mut cost)?;
+            let (at_base, at_input) = (ends.pop().expect("two"), ends.pop().expect("two"));
+            let per_position = |t: usize, i: usize| -> f64 {
+                (i * d..(i + 1) * d)
+                    .map(|j| (a[j] - a0[j]) as f64 * sum[t][j])
+                    .sum()
+            };
+            let mut scores = Vec::with_capacity(dims);
+            let (mut gaps, mut outside) = (Vec::new(), Vec::new());
+            for t in 0..dims {
+                let all: Vec<f64> = (0..len).map(|i| per_position(t, i)).collect();
+                let total: f64 = all.iter().sum();
+                gaps.push(total - (at_input[t] - at_base[t]));
+                // Template positions move too (attention mixes the input into them).
+                outside.push(total - all[units.clone()].iter().sum::<f64>());
+                scores.push(all[units.clone()].to_vec());
+            }
+            diagnostics = json!({
+                "completeness_gap": gaps,
+                "outside_input": outside,
+                "value_baseline": at_base,
+            });
+            (scores, at_input)
+        }
     };
     Ok((
         Estimate {
@@ -357,6 +520,27 @@ pub fn gradient_scores(
         },
         cost,
     ))
+}
+
+/// The input embeddings `x` with the input's tokens (`units`) replaced by the baseline; the
+/// template stays.
+fn baseline_input(
+    model: &Model,
+    x: &[f32],
+    units: &std::ops::Range<usize>,
+    baseline: Baseline,
+) -> Result<Vec<f32>, AttributionError> {
+    let d = model.config().hidden_size;
+    let row = match baseline {
+        Baseline::Zero => vec![0f32; d],
+        Baseline::Pad => model.embed(&[special_token(model, true)?])?.data,
+        Baseline::Unk => model.embed(&[special_token(model, false)?])?.data,
+    };
+    let mut base = x.to_vec();
+    for i in units.clone() {
+        base[i * d..(i + 1) * d].copy_from_slice(&row);
+    }
+    Ok(base)
 }
 
 /// Target values (`[point][target]`) at embedding points: one batched fast forward.

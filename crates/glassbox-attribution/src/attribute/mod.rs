@@ -24,10 +24,10 @@ use glassbox_report::{
     ATTRIBUTE_SCHEMA, ATTRIBUTION_SCHEMA, Aggregation, AnswerToken, AttributeReport, Attribution,
     Cost, MethodInfo, RequestRecord, Target, ViewSettings,
 };
-use glassbox_runtime::{Capture, GenerateOptions, LogitsAt, Model, Row, Sampling, argmax};
+use glassbox_runtime::{Capture, GenerateOptions, Hook, LogitsAt, Model, Row, Sampling, argmax};
 
 pub use attention::{AttentionMethod, attention_rows};
-pub use gradient::{Baseline, GradientMethod};
+pub use gradient::{Baseline, GradientMethod, parse_point};
 pub use rescore::{Rescorer, SENSITIVITY_RADIUS, Sensitivity, gradient_sensitivity};
 pub use target::{Formula, TARGET_KINDS, TargetSpec, Targets};
 pub use units::{InputUnits, UNIT_LEVELS, UnitLevel};
@@ -71,6 +71,14 @@ pub const MODEL_METHODS: &[(&str, &str)] = &[
         "gradient: norm of the gradient averaged over Gaussian-noised embeddings",
     ),
     (
+        "layer_gradxact",
+        "gradient: layer gradient × activation at a capture point (--at blocks.L.resid_pre, resid_mid, resid_post, attn.out, mlp.out)",
+    ),
+    (
+        "layer_ig",
+        "gradient: layer integrated gradients in the residual stream at --at blocks.L.resid_pre/resid_mid/resid_post, from the baseline input's stream",
+    ),
+    (
         "attention",
         "attention: one layer's (default last) attention from the predicting position, one head or the mean",
     ),
@@ -98,6 +106,8 @@ pub struct MethodOptions {
     pub noise: f64,
     pub layer: Option<usize>,
     pub head: Option<usize>,
+    /// The capture point of layer methods.
+    pub at: Option<Hook>,
 }
 
 impl Default for MethodOptions {
@@ -109,6 +119,7 @@ impl Default for MethodOptions {
             noise: DEFAULT_SMOOTHGRAD_NOISE,
             layer: None,
             head: None,
+            at: None,
         }
     }
 }
@@ -130,6 +141,22 @@ impl TokenMethod {
                 samples: options.samples.unwrap_or(DEFAULT_SMOOTHGRAD_SAMPLES),
                 noise: options.noise,
             }),
+            "layer_gradxact" | "layer_ig" => {
+                let at = options.at.ok_or_else(|| {
+                    AttributionError::BadInput(format!(
+                        "{name} reads a capture point: give one (e.g. --at blocks.10.resid_pre)"
+                    ))
+                })?;
+                TokenMethod::Gradient(if name == "layer_ig" {
+                    GradientMethod::LayerIntegratedGradients {
+                        at,
+                        steps: options.steps,
+                        baseline: options.baseline,
+                    }
+                } else {
+                    GradientMethod::LayerGradientXActivation { at }
+                })
+            }
             "attention" => TokenMethod::Attention(AttentionMethod::Raw {
                 layer: options.layer,
                 head: options.head,
