@@ -7,8 +7,10 @@ GGUF, which transformers dequantizes to f32), the same sentences
 (tests/fixtures/sentences.jsonl), the same thread count and the same target, and
 keeps their per-token scores so Glassbox's values can be compared to them.
 
-What, per sentence (ids = tokenizer(input, add_special_tokens=False); SmolLM2 adds
-no BOS): the target is the log-probability of the model's argmax next token after
+What, per sentence (ids = [<|endoftext|>] + tokenizer(input, add_special_tokens=False):
+Glassbox starts a raw prompt with the document-start token, so the fully ablated input is
+still a prompt; it is never a unit, keeps its value in every baseline, and its score is
+dropped, so both tools explain the same number): the target is the log-probability of the model's argmax next token after
 the last input token, log_softmax(logits[-1])[argmax], found once without gradients.
 Baseline for every method that needs one: the `<|endoftext|>` token (id 0) at every
 position. Methods:
@@ -52,6 +54,7 @@ import time
 
 METHODS = ["captum_lig", "captum_ixg", "captum_ablation", "inseq_ig", "inseq_ixg"]
 BASELINE_TOKEN = "<|endoftext|>"
+DOCUMENT_START = "<|endoftext|>"  # the same id as the baseline: position 0 never moves
 
 
 def vm_kib(field):
@@ -136,18 +139,18 @@ def make_runners(model, tok, steps):
                                     additional_forward_args=(tid,), n_steps=steps,
                                     method="gausslegendre", internal_batch_size=steps,
                                     return_convergence_delta=True)
-        return attr[0].sum(-1).tolist(), float(delta[0])
+        return attr[0].sum(-1).tolist()[1:], float(delta[0])
 
     def captum_ixg(ids, tid):
         emb = model.model.embed_tokens(torch.tensor([ids])).detach().requires_grad_()
         attr = ixg.attribute(emb, additional_forward_args=(tid,))
-        return attr[0].sum(-1).tolist(), None
+        return attr[0].sum(-1).tolist()[1:], None
 
     def captum_ablation(ids, tid):
         x = torch.tensor([ids])
         with torch.no_grad():
             attr = abl.attribute(x, baselines=base_id, additional_forward_args=(tid,))
-        return attr[0].float().tolist(), None
+        return attr[0].float().tolist()[1:], None
 
     runners = {"captum_lig": captum_lig, "captum_ixg": captum_ixg,
                "captum_ablation": captum_ablation}
@@ -169,7 +172,7 @@ def make_runners(model, tok, steps):
             if got != ids + [tid]:
                 raise RuntimeError(f"inseq re-tokenized differently: {got} vs {ids + [tid]}")
             # decoder-only: target_attributions is [prefix+gen, steps=1, hidden]
-            return seq.target_attributions[: len(ids), 0].sum(-1).tolist(), None
+            return seq.target_attributions[1 : len(ids), 0].sum(-1).tolist(), None
 
         return run
 
@@ -203,7 +206,8 @@ def bench(args):
     prepared = []
     with torch.no_grad():
         for s in sents:
-            ids = tok(s["input"], add_special_tokens=False)["input_ids"]
+            start = tok.convert_tokens_to_ids(DOCUMENT_START)
+            ids = [start] + tok(s["input"], add_special_tokens=False)["input_ids"]
             lp = torch.log_softmax(model(input_ids=torch.tensor([ids]), use_cache=False)
                                    .logits[0, -1], dim=-1)
             tid = int(lp.argmax())

@@ -1,8 +1,8 @@
 //! `glassbox bench attribute`: every token-level method on a set of sentences (default: the
 //! 20 sentences of 21-29 words in tests/fixtures/sentences.jsonl), explaining the model's next
 //! token. Per method: wall time per sentence, model evaluations (distinct perturbed inputs),
-//! batched forward passes, backward passes and tokens; for integrated gradients, the peak
-//! resident memory while it runs.
+//! batched forward passes, backward passes and tokens, and the peak resident memory while it
+//! runs (so gradient methods' memory can be read against forward-only methods').
 
 use std::path::PathBuf;
 
@@ -10,7 +10,7 @@ use clap::Args;
 use glassbox::attribution::Perturbation;
 use glassbox::attribution::attribute::{
     AnswerSpec, AttributeRequest, InputTemplate, MethodOptions, PromptFormat, TargetSpec,
-    TokenMethod, UnitLevel, attribute,
+    TokenMethod, UnitLevel, attribute, parse_point,
 };
 use glassbox::report::Aggregation;
 use serde::{Deserialize, Serialize};
@@ -31,9 +31,12 @@ pub(crate) struct AttributeBenchArgs {
     /// Methods, comma-separated.
     #[arg(
         long,
-        default_value = "loo,xmutest,lime,kernel,permutation,saliency,gradxinput,ig,smoothgrad,attention,rollout"
+        default_value = "loo,xmutest,lime,kernel,permutation,saliency,gradxinput,ig,smoothgrad,layer_gradxact,layer_ig,attention,rollout"
     )]
     methods: String,
+    /// Capture point of the layer methods.
+    #[arg(long, default_value = "blocks.15.resid_pre")]
+    at: String,
     /// At most this many sentences.
     #[arg(long)]
     limit: Option<usize>,
@@ -58,7 +61,7 @@ struct Run {
     forward_passes: usize,
     backward_passes: usize,
     tokens: usize,
-    /// Peak resident memory while the method ran (MiB; integrated gradients only).
+    /// Peak resident memory while the method ran (MiB, model weights included).
     peak_rss_mib: Option<f64>,
 }
 
@@ -84,15 +87,14 @@ pub(crate) fn run(args: AttributeBenchArgs, out: &Output) -> anyhow::Result<()> 
         sentences.push(s);
     }
     sentences.truncate(args.limit.unwrap_or(usize::MAX));
+    let options = MethodOptions {
+        at: Some(parse_point(&args.at)?),
+        ..MethodOptions::default()
+    };
     let methods: Vec<(String, TokenMethod)> = args
         .methods
         .split(',')
-        .map(|m| {
-            Ok((
-                m.to_string(),
-                TokenMethod::parse(m, &MethodOptions::default())?,
-            ))
-        })
+        .map(|m| Ok((m.to_string(), TokenMethod::parse(m, &options)?)))
         .collect::<anyhow::Result<_>>()?;
     let model = args.model.load()?;
     let bar = crate::progress::steps("benchmarking", (sentences.len() * methods.len()) as u64);
@@ -112,7 +114,7 @@ pub(crate) fn run(args: AttributeBenchArgs, out: &Output) -> anyhow::Result<()> 
                 aggregate: Aggregation::Sum,
                 seed: args.seed,
             };
-            let measure_memory = matches!(name.as_str(), "ig") && reset_peak_rss();
+            let measure_memory = reset_peak_rss();
             let report = attribute(&model, &request)?;
             let a = &report.attribution;
             runs.push(Run {

@@ -107,31 +107,39 @@ impl Model {
         let budget = SAVED_BYTES_PER_BATCH / (4 * per_token).max(1);
 
         let mut out = Vec::with_capacity(rows.len());
+        let mut pool = Vec::new();
         let mut batch: Vec<(usize, GradientRow)> = Vec::new();
         let mut tokens = 0;
         let rows_len = rows.len();
         for (index, row) in rows.into_iter().enumerate() {
             let len = row.embeddings.len() / hidden.max(1);
             if !batch.is_empty() && tokens + len > budget {
-                out.extend(self.gradient_batch(std::mem::take(&mut batch), hooks, objective)?);
+                out.extend(self.gradient_batch(
+                    std::mem::take(&mut batch),
+                    hooks,
+                    objective,
+                    &mut pool,
+                )?);
                 tokens = 0;
             }
             tokens += len;
             batch.push((index, row));
         }
         if !batch.is_empty() {
-            out.extend(self.gradient_batch(batch, hooks, objective)?);
+            out.extend(self.gradient_batch(batch, hooks, objective, &mut pool)?);
         }
         debug_assert_eq!(out.len(), rows_len);
         Ok(out)
     }
 
-    /// One packed batch: forward with saved activations, then backward.
+    /// One packed batch: forward with saved activations, then backward. `pool` holds the
+    /// records of earlier batches, whose buffers are reused.
     fn gradient_batch(
         &self,
         rows: Vec<(usize, GradientRow)>,
         hooks: &[Hook],
         objective: &Objective<'_>,
+        pool: &mut Vec<Saved>,
     ) -> Result<Vec<RowGradients>, RuntimeError> {
         let cfg = self.config();
         let weights = self.weights();
@@ -234,7 +242,7 @@ impl Model {
                     activations.insert(hook, buf.to_vec());
                 }
             };
-            let mut record = Saved::default();
+            let mut record = pool.pop().unwrap_or_default();
             layer.attention_forward(
                 &mut x,
                 &mut scratch,
@@ -339,6 +347,7 @@ impl Model {
             let record = saved.pop().expect("one record per block");
             layer.mlp_backward(&record, &mut dx, &mut observe)?;
             layer.attention_backward(&record, &filters, &mut dx, &mut observe)?;
+            pool.push(record);
         }
 
         Ok(plans

@@ -90,6 +90,22 @@ impl Saved {
     }
 }
 
+/// Overwrites `dst` with `src`, reusing its allocation: records are recycled from batch to
+/// batch, and fresh multi-megabyte buffers cost page faults on every batch.
+fn refill(dst: &mut Vec<f32>, src: &[f32]) {
+    dst.clear();
+    dst.extend_from_slice(src);
+}
+
+/// [`refill`] for a record kept only when the model has the op that reads it.
+fn refill_if(dst: &mut Option<Vec<f32>>, present: bool, src: &[f32]) {
+    if present {
+        refill(dst.get_or_insert_with(Vec::new), src);
+    } else {
+        *dst = None;
+    }
+}
+
 /// One block's settings and weights for a call over `tokens` packed tokens.
 pub(crate) struct Layer<'a> {
     pub cfg: &'a ModelConfig,
@@ -133,15 +149,15 @@ impl Layer<'_> {
         let (eps, hd) = (cfg.rms_norm_eps, cfg.head_dim);
         visit(Hook::ResidPre(self.index), x);
         if let Some(saved) = save.as_deref_mut() {
-            saved.x = x.to_vec();
+            refill(&mut saved.x, x);
         }
         norm_forward(x, &lw.attn_norm, eps, &mut s.h);
         linear_forward(&lw.qkv, &s.h, self.tokens, &mut s.qkv)?;
         let bias = lw.qkv_bias.as_deref();
         split_qkv_forward(&s.qkv, bias, self.widths(), &mut s.q, &mut s.k, &mut s.v);
         if let Some(saved) = save.as_deref_mut() {
-            saved.q_pre = lw.q_norm.as_ref().map(|_| s.q.clone());
-            saved.k_pre = lw.k_norm.as_ref().map(|_| s.k.clone());
+            refill_if(&mut saved.q_pre, lw.q_norm.is_some(), &s.q);
+            refill_if(&mut saved.k_pre, lw.k_norm.is_some(), &s.k);
         }
         let (cos, sin) = (self.cos, self.sin);
         heads_forward(
@@ -165,10 +181,10 @@ impl Layer<'_> {
         attend(&s.q, &s.k, &s.v, &mut s.attn);
         linear_forward(&lw.o, &s.attn, self.tokens, &mut s.delta)?;
         if let Some(saved) = save.as_deref_mut() {
-            saved.q = s.q.clone();
-            saved.k = s.k.clone();
-            saved.v = s.v.clone();
-            saved.attn_pre = lw.post_attn_norm.as_ref().map(|_| s.delta.clone());
+            refill(&mut saved.q, &s.q);
+            refill(&mut saved.k, &s.k);
+            refill(&mut saved.v, &s.v);
+            refill_if(&mut saved.attn_pre, lw.post_attn_norm.is_some(), &s.delta);
         }
         if let Some(post) = &lw.post_attn_norm {
             norm_in_place(&mut s.delta, post, eps);
@@ -194,9 +210,9 @@ impl Layer<'_> {
         gate_forward(&s.gu, cfg.intermediate_size, cfg.activation, &mut s.act);
         linear_forward(&lw.down, &s.act, self.tokens, &mut s.delta)?;
         if let Some(saved) = save {
-            saved.x_mid = x.to_vec();
-            saved.gu = s.gu.clone();
-            saved.mlp_pre = lw.post_ffn_norm.as_ref().map(|_| s.delta.clone());
+            refill(&mut saved.x_mid, x);
+            refill(&mut saved.gu, &s.gu);
+            refill_if(&mut saved.mlp_pre, lw.post_ffn_norm.is_some(), &s.delta);
         }
         if let Some(post) = &lw.post_ffn_norm {
             norm_in_place(&mut s.delta, post, eps);

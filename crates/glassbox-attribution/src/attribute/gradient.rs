@@ -197,6 +197,9 @@ pub struct GradientInput<'a> {
     pub shift: Option<&'a [f32]>,
 }
 
+/// Gradients `[point][target][input value]` and target values `[point][target]`.
+type PointGradients = (Vec<Vec<Vec<f32>>>, Vec<Vec<f64>>);
+
 /// Counters of a gradient run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GradientCost {
@@ -240,8 +243,9 @@ pub fn gradient_scores(
     let answer_rows = input.first..input.first + targets.answer.len();
     let span = units.start * d..units.end * d;
 
-    // Gradients (`[point][target]`, the input's rows only) at every point, in one call.
-    let mut grads_at = |points: Vec<Vec<f32>>| -> Result<Vec<Vec<Vec<f32>>>, AttributionError> {
+    // Gradients (`[point][target]`, the input's rows only) at every point, in one call, and
+    // the targets' values there (`[point][target]`, from the logits the backward started at).
+    let mut grads_at = |points: Vec<Vec<f32>>| -> Result<PointGradients, AttributionError> {
         let n = points.len();
         let rows: Vec<GradientRow> = points
             .into_iter()
@@ -254,7 +258,7 @@ pub fn gradient_scores(
         cost.points += n;
         cost.backwards += n * dims;
         cost.calls += 1;
-        Ok(out
+        let grads = out
             .chunks(dims)
             .map(|per_target| {
                 per_target
@@ -262,7 +266,18 @@ pub fn gradient_scores(
                     .map(|g| g.input.data[span.clone()].to_vec())
                     .collect()
             })
-            .collect())
+            .collect();
+        let values = out
+            .chunks(dims)
+            .map(|per_target| {
+                per_target
+                    .iter()
+                    .enumerate()
+                    .map(|(t, g)| targets.value_and_gradient(t, &g.logits).0)
+                    .collect()
+            })
+            .collect();
+        Ok((grads, values))
     };
     let input_rows = x[span.clone()].to_vec();
     let per_token = |v: &[f32], f: &dyn Fn(&[f32], usize) -> f64| -> Vec<f64> {
@@ -275,13 +290,13 @@ pub fn gradient_scores(
     let mut diagnostics = json!({});
     let (scores, value_full) = match method {
         GradientMethod::Saliency => {
-            let grads = grads_at(vec![x.clone()])?.remove(0);
-            let values = values_at(model, &[&x], targets, input.first, &mut cost)?.remove(0);
+            let (mut grads, mut values) = grads_at(vec![x.clone()])?;
+            let (grads, values) = (grads.remove(0), values.remove(0));
             (grads.iter().map(|g| per_token(g, &norm)).collect(), values)
         }
         GradientMethod::GradientXInput => {
-            let grads = grads_at(vec![x.clone()])?.remove(0);
-            let values = values_at(model, &[&x], targets, input.first, &mut cost)?.remove(0);
+            let (mut grads, mut values) = grads_at(vec![x.clone()])?;
+            let (grads, values) = (grads.remove(0), values.remove(0));
             let scores = grads
                 .iter()
                 .map(|g| per_token(g, &|gi, i| dot(gi, &input_rows[i * d..(i + 1) * d])))
@@ -308,7 +323,7 @@ pub fn gradient_scores(
                         .collect()
                 })
                 .collect();
-            let grads = grads_at(points)?;
+            let (grads, _) = grads_at(points)?;
             let mut sum = vec![vec![0f64; units.len() * d]; dims];
             for (&(_, weight), at_point) in rule.iter().zip(&grads) {
                 for (s, g) in sum.iter_mut().zip(at_point) {
@@ -369,7 +384,7 @@ pub fn gradient_scores(
                     noisy
                 })
                 .collect();
-            let grads = grads_at(points)?;
+            let (grads, _) = grads_at(points)?;
             let mut sum = vec![vec![0f64; units.len() * d]; dims];
             for at_point in &grads {
                 for (s, g) in sum.iter_mut().zip(at_point) {
