@@ -28,8 +28,9 @@ pub use glassbox_models::{
 };
 pub use glassbox_runtime::{
     self as runtime, Array, AttentionMask, Capture, ChatMessage, ContinuationScore,
-    GenerateOptions, Generation, Hook, KvCache, LoadOptions, Logits, LogitsAt, Model, ModelInfo,
-    Row, RowInput, RowOutput, Sampling, ScoreRequest, StopReason, WeightMode,
+    GenerateOptions, Generation, GradientRow, Hook, KvCache, LoadOptions, Logits, LogitsAt, Model,
+    ModelInfo, Row, RowGradients, RowInput, RowOutput, Sampling, ScoreRequest, StopReason,
+    WeightMode,
 };
 
 /// Errors of the facade: from resolving a model or from running it.

@@ -29,6 +29,18 @@ use crate::rope::RopeTables;
 /// forward's (the weights dominate it).
 pub const SAVED_BYTES_PER_BATCH: usize = 48 << 20;
 
+/// What the forward keeps for the backward.
+#[derive(Clone, Copy)]
+enum Checkpoints {
+    /// Every block's [`Saved`] record: no recomputation. Used when all rows fit the bound.
+    EveryOp,
+    /// Each block's input only; going back, each block is run forward again to rebuild its
+    /// record. One more forward's arithmetic, but batches many times larger within the same
+    /// memory — on small models the larger GEMMs more than pay for it, and the LM head
+    /// (streamed twice per batch) is read far fewer times.
+    BlockInputs,
+}
+
 /// A sequence to differentiate: input embeddings at positions `0..tokens`, no KV cache.
 #[derive(Debug, Clone)]
 pub struct GradientRow {
@@ -98,13 +110,29 @@ impl Model {
         .check_layers(cfg.num_layers)?;
         let weights = self.weights();
         let hidden = cfg.hidden_size;
-        let per_token: usize = weights
+        let record: Vec<usize> = weights
             .layers
             .iter()
             .map(|lw| Saved::floats_per_token(cfg, lw))
-            .sum::<usize>()
-            + hidden * (1 + 2 * hooks.len());
-        let budget = SAVED_BYTES_PER_BATCH / (4 * per_token).max(1);
+            .collect();
+        let extra = hidden * (1 + 2 * hooks.len());
+        let bytes = |floats: usize| 4 * floats.max(1);
+        // Saving every block's record: no recomputation, but few tokens per batch.
+        let save_all = SAVED_BYTES_PER_BATCH / bytes(record.iter().sum::<usize>() + extra);
+        // Saving block inputs only, and one block's record at a time while going back.
+        let per_layer = SAVED_BYTES_PER_BATCH
+            / bytes(weights.layers.len() * hidden + record.iter().max().unwrap_or(&0) + extra);
+        let tokens_total: usize = rows
+            .iter()
+            .map(|r| r.embeddings.len() / hidden.max(1))
+            .sum();
+        let (mode, bound) = if tokens_total <= save_all {
+            (Checkpoints::EveryOp, save_all)
+        } else {
+            (Checkpoints::BlockInputs, per_layer)
+        };
+        // Batches of about equal size rather than full ones and a remainder.
+        let budget = tokens_total.div_ceil(tokens_total.div_ceil(bound.max(1)).max(1));
 
         let mut out = Vec::with_capacity(rows.len());
         let mut pool = Vec::new();
@@ -118,6 +146,7 @@ impl Model {
                     std::mem::take(&mut batch),
                     hooks,
                     objective,
+                    mode,
                     &mut pool,
                 )?);
                 tokens = 0;
@@ -126,7 +155,7 @@ impl Model {
             batch.push((index, row));
         }
         if !batch.is_empty() {
-            out.extend(self.gradient_batch(batch, hooks, objective, &mut pool)?);
+            out.extend(self.gradient_batch(batch, hooks, objective, mode, &mut pool)?);
         }
         debug_assert_eq!(out.len(), rows_len);
         Ok(out)
@@ -139,6 +168,7 @@ impl Model {
         rows: Vec<(usize, GradientRow)>,
         hooks: &[Hook],
         objective: &Objective<'_>,
+        mode: Checkpoints,
         pool: &mut Vec<Saved>,
     ) -> Result<Vec<RowGradients>, RuntimeError> {
         let cfg = self.config();
@@ -195,15 +225,18 @@ impl Model {
         }
         let ropes = RopeTables::new(cfg, &positions);
 
-        // Forward, saving what the backward reads.
-        let mut activations: BTreeMap<Hook, Vec<f32>> = BTreeMap::new();
-        let mut scratch = Scratch::new(cfg, total);
-        let mut saved: Vec<Saved> = Vec::with_capacity(weights.layers.len());
-        for (l, lw) in weights.layers.iter().enumerate() {
+        // One block over the batch: attention within each row, patches applied where asked,
+        // the block's record saved when given one.
+        let block = |l: usize,
+                     x: &mut [f32],
+                     scratch: &mut Scratch,
+                     record: Option<&mut Saved>,
+                     activations: Option<&mut BTreeMap<Hook, Vec<f32>>>|
+         -> Result<(), RuntimeError> {
             let (cos, sin) = ropes.for_layer(l);
             let layer = Layer {
                 cfg,
-                weights: lw,
+                weights: &weights.layers[l],
                 index: l,
                 tokens: total,
                 cos,
@@ -232,28 +265,49 @@ impl Model {
                     );
                 }
             };
+            let mut activations = activations;
             let mut keep = |hook: Hook, buf: &mut [f32]| {
                 for (plan, patch) in plans.iter().zip(&patches) {
                     if let Some((_, values)) = patch.as_ref().filter(|p| p.0 == hook) {
                         buf[plan.start * d..(plan.start + plan.len) * d].copy_from_slice(values);
                     }
                 }
-                if hooks.contains(&hook) {
-                    activations.insert(hook, buf.to_vec());
+                if let Some(map) = activations.as_deref_mut().filter(|_| hooks.contains(&hook)) {
+                    map.insert(hook, buf.to_vec());
                 }
             };
-            let mut record = pool.pop().unwrap_or_default();
-            layer.attention_forward(
-                &mut x,
-                &mut scratch,
-                Some(&mut record),
-                &mut attend,
-                &mut keep,
-            )?;
-            layer.mlp_forward(&mut x, &mut scratch, Some(&mut record), &mut keep)?;
-            saved.push(record);
+            let mut record = record;
+            layer.attention_forward(x, scratch, record.as_deref_mut(), &mut attend, &mut keep)?;
+            layer.mlp_forward(x, scratch, record, &mut keep)
+        };
+
+        // Forward, saving what the backward reads: every block's record, or only the blocks'
+        // inputs, from which each block is run again on the way back.
+        let mut activations: BTreeMap<Hook, Vec<f32>> = BTreeMap::new();
+        let mut scratch = Scratch::new(cfg, total);
+        let mut saved: Vec<Saved> = Vec::with_capacity(weights.layers.len());
+        let mut inputs: Vec<Vec<f32>> = Vec::new();
+        for l in 0..weights.layers.len() {
+            match mode {
+                Checkpoints::EveryOp => {
+                    let mut record = pool.pop().unwrap_or_default();
+                    block(
+                        l,
+                        &mut x,
+                        &mut scratch,
+                        Some(&mut record),
+                        Some(&mut activations),
+                    )?;
+                    saved.push(record);
+                }
+                Checkpoints::BlockInputs => {
+                    // Patches are applied again when the block is rerun.
+                    let input = x.clone();
+                    block(l, &mut x, &mut scratch, None, Some(&mut activations))?;
+                    inputs.push(input);
+                }
+            }
         }
-        drop(scratch);
 
         // Logits at the requested positions, and the objective's gradient there.
         let vocab = weights.lm_head.out_features();
@@ -344,7 +398,15 @@ impl Model {
                     }
                 }
             };
-            let record = saved.pop().expect("one record per block");
+            let record = match mode {
+                Checkpoints::EveryOp => saved.pop().expect("one record per block"),
+                Checkpoints::BlockInputs => {
+                    let mut input = inputs.pop().expect("one input per block");
+                    let mut record = pool.pop().unwrap_or_default();
+                    block(l, &mut input, &mut scratch, Some(&mut record), None)?;
+                    record
+                }
+            };
             layer.mlp_backward(&record, &mut dx, &mut observe)?;
             layer.attention_backward(&record, &filters, &mut dx, &mut observe)?;
             pool.push(record);

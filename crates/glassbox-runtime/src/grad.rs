@@ -1,11 +1,12 @@
-//! The differentiable forward pass, from input embeddings, for gradient-based attribution.
+//! The network composed from candle's differentiable operations, from input embeddings: an
+//! independent autograd reference for the hand-written backward ([`Model::gradients`]), which
+//! the product runs.
 //!
 //! Candle's fused CPU kernels for RMS norm, softmax and rotary embeddings (and its quantized
 //! matmul) have no backward pass: gradients through them silently vanish. This path composes
 //! those operations from differentiable primitives, and runs linear layers through an op whose
-//! backward is known ([`Linear::forward_tensor`](crate::linear::Linear)). It is slower than the
-//! fast path and is held to it by tests (same logits) and to finite differences (same
-//! gradients).
+//! backward is known ([`Linear::forward_tensor`](crate::linear::Linear)). Tests hold it to the
+//! fast path (same logits) and the hand-written backward to it (same gradients).
 
 use candle_core::{D, DType, Device, Tensor};
 

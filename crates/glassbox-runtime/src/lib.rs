@@ -11,12 +11,17 @@
 //!   many ways);
 //! - teacher-forced scoring of a fixed continuation in one pass ([`Model::score`]);
 //! - generation, greedy or seeded sampling ([`Model::generate`]);
-//! - a differentiable forward from input embeddings ([`Model::forward_differentiable`]) for
-//!   gradient-based attribution.
+//! - gradients of any objective of the logits with respect to the input embeddings and the
+//!   residual stream, for batches of rows ([`Model::gradients`]): a hand-written backward over
+//!   the fast forward's own operations (`ops.rs` pairs, `layer.rs` blocks run both ways), input
+//!   gradients only, on the same packed weights;
+//! - the same network composed from candle's differentiable operations
+//!   ([`Model::forward_differentiable`]), the tests' autograd reference for that backward.
 //!
 //! Models load from GGUF (llama family, Gemma 3) or Hugging Face safetensors directories. The
 //! f32 fast path runs on `glassbox-kernels`; tests hold it to candle-transformers' reference
-//! models and to the slow differentiable path.
+//! models and Hugging Face fixtures, and its backward to candle autograd and finite
+//! differences.
 
 mod backward;
 mod capture;
