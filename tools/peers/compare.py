@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Compare Glassbox's token scores with the peers' on the same sentences (issue 11).
 
-    glassbox --threads 2 attribute-dataset --dataset tests/fixtures/sentences.jsonl \
+    glassbox --threads 2 attribute-dataset tests/fixtures/sentences.jsonl \
         -M ig --unit token -o /tmp/gb-ig.jsonl
     python3 tools/peers/compare.py /tmp/peers-gradients.json /tmp/gb-ig.jsonl captum_lig
 

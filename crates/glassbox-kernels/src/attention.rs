@@ -24,6 +24,17 @@ pub struct AttentionShape {
     pub scale: f32,
 }
 
+impl AttentionShape {
+    /// Query heads per KV head (grouped-query attention); panics on a shape that has none.
+    fn group(&self) -> usize {
+        assert!(
+            self.kv_heads > 0 && self.heads % self.kv_heads == 0,
+            "heads must be a multiple of kv_heads"
+        );
+        self.heads / self.kv_heads
+    }
+}
+
 /// Queries (first range) that may not see keys (second range).
 pub type BlockedSpan = (Range<usize>, Range<usize>);
 
@@ -53,16 +64,13 @@ pub fn attention(
     out: &mut [f32],
     probs: Option<&mut [f32]>,
 ) {
+    let group = shape.group();
     let AttentionShape {
         heads,
         kv_heads,
         head_dim: hd,
         scale,
     } = shape;
-    assert!(
-        kv_heads > 0 && heads % kv_heads == 0,
-        "heads must be a multiple of kv_heads"
-    );
     let lq = filter.ranges.len();
     let kv_width = kv_heads * hd;
     let lk: usize = k.iter().map(|part| part.len() / kv_width).sum();
@@ -87,7 +95,6 @@ pub fn attention(
         }
         return;
     }
-    let group = heads / kv_heads;
     let packed: Vec<(PackedMatrix, PackedMatrix)> = (0..kv_heads)
         .into_par_iter()
         .map(|g| {
@@ -180,16 +187,13 @@ pub fn attention_backward(
     dk: &mut [f32],
     dv: &mut [f32],
 ) {
+    let group = shape.group();
     let AttentionShape {
         heads,
         kv_heads,
         head_dim: hd,
         scale,
     } = shape;
-    assert!(
-        kv_heads > 0 && heads % kv_heads == 0,
-        "heads must be a multiple of kv_heads"
-    );
     let (qw, kvw) = (heads * hd, kv_heads * hd);
     let lq = filter.ranges.len();
     let lk = k.len() / kvw;
@@ -203,7 +207,6 @@ pub fn attention_backward(
         dq.fill(0.0);
         return;
     }
-    let group = heads / kv_heads;
     let packed: Vec<(PackedMatrix, PackedMatrix)> = (0..kv_heads)
         .into_par_iter()
         .map(|g| {

@@ -228,6 +228,24 @@ pub(crate) enum Kernel {
 }
 
 impl Kernel {
+    /// Every kernel this CPU can run (the tests hold each to the reference).
+    #[cfg(test)]
+    pub(crate) fn all_available() -> Vec<Self> {
+        let mut kernels = vec![Kernel::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                kernels.push(Kernel::Avx512);
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                kernels.push(Kernel::Avx2);
+            }
+        }
+        kernels
+    }
+
     pub(crate) fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
@@ -427,14 +445,18 @@ unsafe fn kernel_body<const R: usize>(t: &Tile) {
     }
 }
 
+/// Uniform values in [-1, 1) for the kernels' tests.
+#[cfg(test)]
+pub(crate) fn random(len: usize, rng: &mut rand::rngs::StdRng) -> Vec<f32> {
+    use rand::Rng;
+    (0..len).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng, rngs::StdRng};
-
-    fn random(len: usize, rng: &mut StdRng) -> Vec<f32> {
-        (0..len).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
-    }
+    use crate::gemm::random;
+    use rand::{SeedableRng, rngs::StdRng};
 
     /// Reference: sequential fused multiply-add in k order, the order the kernels use.
     fn reference(a: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
@@ -488,19 +510,7 @@ mod tests {
         let w = random(n * k, &mut rng);
         let packed = PackedMatrix::from_rows(&w, n, k, k);
         let expect = reference(&a, m, &w, n, k);
-        let mut kernels = vec![Kernel::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                kernels.push(Kernel::Avx512);
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                kernels.push(Kernel::Avx2);
-            }
-        }
-        for kernel in kernels {
+        for kernel in Kernel::all_available() {
             let mut c = vec![0f32; m * n];
             let ptr = SendPtr(c.as_mut_ptr());
             unsafe {

@@ -106,9 +106,14 @@ fn by_panels(
     let (n, k) = (w.n(), w.k());
     let panels = n.div_ceil(NR);
     // dY's columns of panel p, as a GEMM's packed right operand: m rows of `width` values.
-    let packs: Vec<PackedMatrix> = (0..panels)
-        .map(|p| PackedMatrix::from_rows(&a[p * NR..], m, NR.min(n - p * NR), lda))
-        .collect();
+    // Packing and the final transpose are a pass over dY and dX each: run them on every
+    // thread too, or they cost as much as the multiplication.
+    let pack = |p: usize| PackedMatrix::from_rows(&a[p * NR..], m, NR.min(n - p * NR), lda);
+    let packs: Vec<PackedMatrix> = if threads > 1 {
+        (0..panels).into_par_iter().map(pack).collect()
+    } else {
+        (0..panels).map(pack).collect()
+    };
     let mut ct = vec![0f32; k * m];
     let ct_ptr = SendPtr(ct.as_mut_ptr());
     let data = w.data();
@@ -145,14 +150,23 @@ fn by_panels(
     }
     // dXᵀ → dX in square tiles, so reads and writes both stay within a few cache lines.
     const TILE: usize = 16;
-    for k0 in (0..k).step_by(TILE) {
-        for i0 in (0..m).step_by(TILE) {
-            for kk in k0..(k0 + TILE).min(k) {
-                for i in i0..(i0 + TILE).min(m) {
-                    c[i * ldc + kk] = ct[kk * m + i];
+    let transpose = |i0: usize, rows: &mut [f32]| {
+        let count = rows.len().div_ceil(ldc);
+        for k0 in (0..k).step_by(TILE) {
+            for i in 0..count {
+                for kk in k0..(k0 + TILE).min(k) {
+                    rows[i * ldc + kk] = ct[kk * m + i0 + i];
                 }
             }
         }
+    };
+    let c = &mut c[..(m - 1) * ldc + k];
+    if threads > 1 {
+        c.par_chunks_mut(TILE * ldc)
+            .enumerate()
+            .for_each(|(t, rows)| transpose(t * TILE, rows));
+    } else {
+        transpose(0, c);
     }
 }
 
@@ -352,11 +366,8 @@ fn tile_body(t: &Tile<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng, rngs::StdRng};
-
-    fn random(len: usize, rng: &mut StdRng) -> Vec<f32> {
-        (0..len).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
-    }
+    use crate::gemm::random;
+    use rand::{SeedableRng, rngs::StdRng};
 
     /// `A · W` in f64.
     fn reference(a: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f64> {
@@ -374,18 +385,7 @@ mod tests {
     #[test]
     fn equals_a_times_w_on_ragged_shapes_with_every_kernel() {
         let mut rng = StdRng::seed_from_u64(21);
-        let mut kernels = vec![Kernel::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                kernels.push(Kernel::Avx512);
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                kernels.push(Kernel::Avx2);
-            }
-        }
+        let kernels = Kernel::all_available();
         for &(m, n, k) in &[
             (1, 1, 1),
             (3, 17, 5),

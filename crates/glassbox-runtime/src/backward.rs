@@ -233,15 +233,7 @@ impl Model {
                      record: Option<&mut Saved>,
                      activations: Option<&mut BTreeMap<Hook, Vec<f32>>>|
          -> Result<(), RuntimeError> {
-            let (cos, sin) = ropes.for_layer(l);
-            let layer = Layer {
-                cfg,
-                weights: &weights.layers[l],
-                index: l,
-                tokens: total,
-                cos,
-                sin,
-            };
+            let layer = Layer::new(cfg, &weights.layers, l, total, &ropes);
             let shape = layer.shape();
             let windowed = cfg.layer_window(l).is_some();
             let mut attend = |q: &[f32], k: &[f32], v: &[f32], attn: &mut [f32]| {
@@ -364,16 +356,8 @@ impl Model {
         norm_backward(&x, &weights.final_norm, eps, &dh, &mut dx);
         drop((h, dh, x));
         let mut grads: BTreeMap<Hook, Vec<f32>> = BTreeMap::new();
-        for (l, lw) in weights.layers.iter().enumerate().rev() {
-            let (cos, sin) = ropes.for_layer(l);
-            let layer = Layer {
-                cfg,
-                weights: lw,
-                index: l,
-                tokens: total,
-                cos,
-                sin,
-            };
+        for l in (0..weights.layers.len()).rev() {
+            let layer = Layer::new(cfg, &weights.layers, l, total, &ropes);
             let windowed = cfg.layer_window(l).is_some();
             let filters: Vec<(std::ops::Range<usize>, KeyFilter<'_>)> = plans
                 .iter()

@@ -218,16 +218,8 @@ pub(crate) fn forward(
     let (qw, kvw) = (cfg.q_width(), cfg.kv_width());
     let eps = cfg.rms_norm_eps;
     let mut scratch = Scratch::new(cfg, total);
-    for (l, lw) in weights.layers.iter().enumerate() {
-        let (cos, sin) = ropes.for_layer(l);
-        let layer = Layer {
-            cfg,
-            weights: lw,
-            index: l,
-            tokens: total,
-            cos,
-            sin,
-        };
+    for l in 0..weights.layers.len() {
+        let layer = Layer::new(cfg, &weights.layers, l, total, &ropes);
         let shape = layer.shape();
         let want_pattern = capture.wants(Hook::AttnPattern(l));
         let windowed = cfg.layer_window(l).is_some();

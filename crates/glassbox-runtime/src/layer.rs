@@ -13,6 +13,7 @@ use crate::ops::{
     linear_forward, norm_backward, norm_forward, norm_in_place, norm_in_place_backward,
     residual_add, split_qkv_backward, split_qkv_forward,
 };
+use crate::rope::RopeTables;
 use crate::weights::LayerWeights;
 
 /// Buffers of one block over a packed batch of `tokens`, reused layer after layer (fresh
@@ -117,7 +118,26 @@ pub(crate) struct Layer<'a> {
     pub sin: &'a [f32],
 }
 
-impl Layer<'_> {
+impl<'a> Layer<'a> {
+    /// Block `index` of the model for a call over `tokens` tokens with rotary tables `ropes`.
+    pub(crate) fn new(
+        cfg: &'a ModelConfig,
+        weights: &'a [LayerWeights],
+        index: usize,
+        tokens: usize,
+        ropes: &'a RopeTables,
+    ) -> Self {
+        let (cos, sin) = ropes.for_layer(index);
+        Self {
+            cfg,
+            weights: &weights[index],
+            index,
+            tokens,
+            cos,
+            sin,
+        }
+    }
+
     fn widths(&self) -> QkvWidths {
         QkvWidths {
             q: self.cfg.q_width(),
