@@ -28,7 +28,7 @@ impl AttentionShape {
     /// Query heads per KV head (grouped-query attention); panics on a shape that has none.
     fn group(&self) -> usize {
         assert!(
-            self.kv_heads > 0 && self.heads % self.kv_heads == 0,
+            self.kv_heads > 0 && self.heads.is_multiple_of(self.kv_heads),
             "heads must be a multiple of kv_heads"
         );
         self.heads / self.kv_heads

@@ -413,12 +413,11 @@ mod tests {
         };
         let mut dx = vec![1f32; 24];
         rms_norm_rows_backward(&x, &w, eps, &c, &mut dx);
-        for i in 0..24 {
+        for (i, &got) in dx.iter().enumerate() {
             let want = numeric(&x, i, &loss) + 1.0;
             assert!(
-                (dx[i] as f64 - want).abs() < 1e-3,
-                "rms {i}: {} vs {want}",
-                dx[i]
+                (got as f64 - want).abs() < 1e-3,
+                "rms {i}: {got} vs {want}"
             );
         }
 
@@ -477,9 +476,9 @@ mod tests {
             }
             sum
         };
-        for i in 0..24 {
+        for (i, &got) in g.iter().enumerate() {
             assert!(
-                (g[i] as f64 - numeric(&x, i, &loss)).abs() < 2e-3,
+                (got as f64 - numeric(&x, i, &loss)).abs() < 2e-3,
                 "rope {i}"
             );
         }

@@ -16,6 +16,10 @@ use crate::ops::{
 use crate::rope::RopeTables;
 use crate::weights::LayerWeights;
 
+/// Runs attention: `(q, k, v, out)` over the packed batch (how keys are found is the caller's:
+/// KV caches in the fast forward, each row's own tokens in the gradient pass).
+pub(crate) type Attend<'a> = dyn FnMut(&[f32], &[f32], &[f32], &mut [f32]) + 'a;
+
 /// Buffers of one block over a packed batch of `tokens`, reused layer after layer (fresh
 /// multi-megabyte allocations per layer cost page faults that showed up as several percent
 /// of a batched forward).
@@ -162,7 +166,7 @@ impl<'a> Layer<'a> {
         x: &mut [f32],
         s: &mut Scratch,
         mut save: Option<&mut Saved>,
-        attend: &mut dyn FnMut(&[f32], &[f32], &[f32], &mut [f32]),
+        attend: &mut Attend<'_>,
         visit: &mut dyn FnMut(Hook, &mut [f32]),
     ) -> Result<(), RuntimeError> {
         let (cfg, lw) = (self.cfg, self.weights);
@@ -200,7 +204,7 @@ impl<'a> Layer<'a> {
         );
         attend(&s.q, &s.k, &s.v, &mut s.attn);
         linear_forward(&lw.o, &s.attn, self.tokens, &mut s.delta)?;
-        if let Some(saved) = save.as_deref_mut() {
+        if let Some(saved) = save {
             refill(&mut saved.q, &s.q);
             refill(&mut saved.k, &s.k);
             refill(&mut saved.v, &s.v);
