@@ -415,10 +415,7 @@ mod tests {
         rms_norm_rows_backward(&x, &w, eps, &c, &mut dx);
         for (i, &got) in dx.iter().enumerate() {
             let want = numeric(&x, i, &loss) + 1.0;
-            assert!(
-                (got as f64 - want).abs() < 1e-3,
-                "rms {i}: {got} vs {want}"
-            );
+            assert!((got as f64 - want).abs() < 1e-3, "rms {i}: {got} vs {want}");
         }
 
         // Gated activations: L = Σ c ⊙ act(gate) ⊙ up.
