@@ -165,6 +165,11 @@ fn layer_methods_at_the_first_stream_equal_the_input_methods_and_read_any_layer(
     r.unit = UnitLevel::Token;
     let err = attribute(model(), &r).unwrap_err().to_string();
     assert!(err.contains("residual stream"), "{err}");
+    // Attention × gradient: one score per input token, from the last layer by default.
+    let attgrad = token(GradientMethod::AttentionXGradient { layer: None });
+    assert_eq!(attgrad.scores[0].len(), a.scores[0].len());
+    assert_eq!(attgrad.diagnostics["layer"], 29);
+    assert!(attgrad.scores[0].iter().any(|v| v.abs() > 0.0));
     let mut r = request(
         SENTENCE,
         TokenMethod::Gradient(layer_ig(Hook::ResidPre(99))),

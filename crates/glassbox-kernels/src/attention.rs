@@ -175,6 +175,8 @@ fn probabilities(
 /// stored, so the backward holds one head's `[lq, lk]` at a time. Per head, with
 /// `P = softmax(S)`: `∂V = Pᵀ·∂O`, `∂P = ∂O·Vᵀ`, `∂S = P ⊙ (∂P − rowsum(P ⊙ ∂P))`,
 /// `∂Q = scale·∂S·K`, `∂K = scale·∂Sᵀ·Q`; the query heads of a KV group add into its `∂K`, `∂V`.
+/// When given, `edges` (`[heads, lq, lk]`) receives `P ⊙ ∂L/∂P`: each attention edge's
+/// first-order share of `L` (attention × gradient).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     q: &[f32],
@@ -186,6 +188,7 @@ pub fn attention_backward(
     dq: &mut [f32],
     dk: &mut [f32],
     dv: &mut [f32],
+    edges: Option<&mut [f32]>,
 ) {
     let group = shape.group();
     let AttentionShape {
@@ -203,6 +206,10 @@ pub fn attention_backward(
     assert!(dout.len() == q.len() && dq.len() == q.len());
     dk.fill(0.0);
     dv.fill(0.0);
+    let want_edges = edges.is_some();
+    if let Some(e) = &edges {
+        assert_eq!(e.len(), heads * lq * lk, "edges is not [heads, lq, lk]");
+    }
     if lq == 0 || lk == 0 {
         dq.fill(0.0);
         return;
@@ -216,14 +223,20 @@ pub fn attention_backward(
             )
         })
         .collect();
-    // Per head: (∂Q_h [lq, hd], ∂K contribution [lk, hd], ∂V contribution [lk, hd]).
-    let per_head: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..heads)
+    // Per head: ∂Q_h [lq, hd], ∂K and ∂V contributions [lk, hd], edges [lq, lk] if asked.
+    type HeadGrads = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+    let per_head: Vec<HeadGrads> = (0..heads)
         .into_par_iter()
         .map(|h| {
             let (keys, values) = &packed[h / group];
             let p = probabilities(&q[h * hd..], qw, keys, scale, filter);
             let mut dp = vec![0f32; lq * lk];
             gemm_packed(&dout[h * hd..], qw, lq, values, &mut dp, lk, false);
+            let edges = if want_edges {
+                p.iter().zip(&dp).map(|(a, b)| a * b).collect()
+            } else {
+                Vec::new()
+            };
             // ∂S, scaled: the scores are scale·q·k.
             for (prow, dprow) in p.chunks(lk).zip(dp.chunks_mut(lk)) {
                 let dot: f32 = prow.iter().zip(dprow.iter()).map(|(a, b)| a * b).sum();
@@ -241,10 +254,15 @@ pub fn attention_backward(
             let mut dvh = vec![0f32; lk * hd];
             gemm_packed_backward(&dst, lq, lk, &queries, &mut dkh, hd, false);
             gemm_packed_backward(&pt, lq, lk, &grads, &mut dvh, hd, false);
-            (dqh, dkh, dvh)
+            (dqh, dkh, dvh, edges)
         })
         .collect();
-    for (h, (dqh, dkh, dvh)) in per_head.iter().enumerate() {
+    if let Some(e) = edges {
+        for (chunk, (.., eh)) in e.chunks_mut(lq * lk).zip(&per_head) {
+            chunk.copy_from_slice(eh);
+        }
+    }
+    for (h, (dqh, dkh, dvh, _)) in per_head.iter().enumerate() {
         let g = h / group;
         for i in 0..lq {
             dq[i * qw + h * hd..i * qw + (h + 1) * hd].copy_from_slice(&dqh[i * hd..(i + 1) * hd]);
@@ -439,7 +457,37 @@ mod tests {
             vec![0f32; k.len()],
             vec![0f32; v.len()],
         );
-        attention_backward(&q, &k, &v, shape, filter, &c, &mut dq, &mut dk, &mut dv);
+        let mut edges = vec![0f32; 4 * l * l];
+        attention_backward(
+            &q,
+            &k,
+            &v,
+            shape,
+            filter,
+            &c,
+            &mut dq,
+            &mut dk,
+            &mut dv,
+            Some(&mut edges),
+        );
+        // Edges: P ⊙ ∂L/∂P with ∂L/∂P[h, i, j] = c_h[i] · v_g[j] (L is linear in P given V).
+        let (_, probs) = reference(&q, &k, &v, shape, filter);
+        for h in 0..4 {
+            let g = h / 2;
+            for i in 0..l {
+                for j in 0..l {
+                    let dp: f64 = (0..6)
+                        .map(|t| c[i * 24 + h * 6 + t] as f64 * v[j * 12 + g * 6 + t] as f64)
+                        .sum();
+                    let want = probs[h * l * l + i * l + j] as f64 * dp;
+                    let got = edges[h * l * l + i * l + j] as f64;
+                    assert!(
+                        (got - want).abs() < 1e-5,
+                        "edge {h},{i},{j}: {got} vs {want}"
+                    );
+                }
+            }
+        }
         let h = 1e-2f32;
         let check = |which: usize, grad: &[f32]| {
             for i in 0..grad.len() {

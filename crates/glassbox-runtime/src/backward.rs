@@ -78,6 +78,9 @@ pub struct RowGradients {
     /// At each requested capture point: its activation and the objective's gradient with
     /// respect to it, both `[tokens, hidden]`.
     pub at: BTreeMap<Hook, (Array, Array)>,
+    /// At each requested `blocks.L.attn.pattern`: attention × gradient, `P ⊙ ∂objective/∂P`
+    /// (`[heads, tokens, tokens]`), each attention edge's first-order share of the objective.
+    pub edges: BTreeMap<Hook, Array>,
 }
 
 /// What the caller differentiates: for row `index` and its logits (`[positions, vocab]`),
@@ -98,8 +101,9 @@ impl Model {
         if let Some(bad) = hooks.iter().find(|h| !differentiable(**h)) {
             return Err(RuntimeError::BadHook {
                 spec: bad.name(),
-                why: "gradients are available at the residual stream and the sub-block outputs \
-                      (resid_pre, attn.out, resid_mid, mlp.out, resid_post)"
+                why: "gradients are available at the residual stream, the sub-block outputs \
+                      (resid_pre, attn.out, resid_mid, mlp.out, resid_post) and the attention \
+                      patterns (attn.pattern, as attention × gradient)"
                     .into(),
             });
         }
@@ -356,6 +360,7 @@ impl Model {
         norm_backward(&x, &weights.final_norm, eps, &dh, &mut dx);
         drop((h, dh, x));
         let mut grads: BTreeMap<Hook, Vec<f32>> = BTreeMap::new();
+        let mut edges: BTreeMap<Hook, Vec<Array>> = BTreeMap::new();
         for l in (0..weights.layers.len()).rev() {
             let layer = Layer::new(cfg, &weights.layers, l, total, &ropes);
             let windowed = cfg.layer_window(l).is_some();
@@ -392,14 +397,26 @@ impl Model {
                 }
             };
             layer.mlp_backward(&record, &mut dx, &mut observe)?;
-            layer.attention_backward(&record, &filters, &mut dx, &mut observe)?;
+            let pattern = Hook::AttnPattern(l);
+            let mut row_edges = hooks.contains(&pattern).then(Vec::new);
+            layer.attention_backward(
+                &record,
+                &filters,
+                &mut dx,
+                &mut observe,
+                row_edges.as_mut(),
+            )?;
+            if let Some(e) = row_edges {
+                edges.insert(pattern, e);
+            }
             pool.push(record);
         }
 
         Ok(plans
             .iter()
             .zip(row_logits)
-            .map(|(plan, logits)| {
+            .enumerate()
+            .map(|(r, (plan, logits))| {
                 let rows = plan.start * d..(plan.start + plan.len) * d;
                 let part = |buf: &[f32]| Array::new(vec![plan.len, d], buf[rows.clone()].to_vec());
                 RowGradients {
@@ -407,7 +424,12 @@ impl Model {
                     input: part(&dx),
                     at: hooks
                         .iter()
+                        .filter(|h| !matches!(h, Hook::AttnPattern(_)))
                         .map(|&hook| (hook, (part(&activations[&hook]), part(&grads[&hook]))))
+                        .collect(),
+                    edges: edges
+                        .iter()
+                        .map(|(&h, per_row)| (h, per_row[r].clone()))
                         .collect(),
                 }
             })
@@ -415,14 +437,8 @@ impl Model {
     }
 }
 
-/// Capture points with a gradient: the residual stream and the sub-block outputs added to it.
+/// Capture points with a gradient: the residual stream, the sub-block outputs added to it,
+/// and the attention patterns (as attention × gradient).
 fn differentiable(hook: Hook) -> bool {
-    matches!(
-        hook,
-        Hook::ResidPre(_)
-            | Hook::ResidMid(_)
-            | Hook::ResidPost(_)
-            | Hook::AttnOut(_)
-            | Hook::MlpOut(_)
-    )
+    !matches!(hook, Hook::FinalNorm)
 }

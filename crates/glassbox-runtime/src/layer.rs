@@ -6,7 +6,7 @@
 use glassbox_kernels::{AttentionShape, KeyFilter, attention_backward};
 
 use crate::RuntimeError;
-use crate::capture::Hook;
+use crate::capture::{Array, Hook};
 use crate::config::ModelConfig;
 use crate::ops::{
     QkvWidths, gate_backward, gate_forward, heads_backward, heads_forward, linear_backward,
@@ -275,13 +275,15 @@ impl<'a> Layer<'a> {
     }
 
     /// The backward of [`Layer::attention_forward`] for rows that attend within themselves:
-    /// `filters` gives each row's token range in the batch and key filter.
+    /// `filters` gives each row's token range in the batch and key filter. With `edges`, each
+    /// row's attention × gradient (`P ⊙ ∂L/∂P`, `[heads, len, len]`) is pushed there.
     pub(crate) fn attention_backward(
         &self,
         saved: &Saved,
         filters: &[(std::ops::Range<usize>, KeyFilter<'_>)],
         dx: &mut [f32],
         visit: &mut dyn FnMut(Hook, &mut [f32]),
+        mut edges: Option<&mut Vec<Array>>,
     ) -> Result<(), RuntimeError> {
         let (cfg, lw) = (self.cfg, self.weights);
         let (eps, t, hd) = (cfg.rms_norm_eps, self.tokens, cfg.head_dim);
@@ -302,6 +304,10 @@ impl<'a> Layer<'a> {
                 rows.start * kvw..rows.end * kvw,
             );
             let (dkr, dvr) = (&mut dk[kv.clone()], &mut dv[kv.clone()]);
+            let len = rows.len();
+            let mut row_edges = edges
+                .is_some()
+                .then(|| vec![0f32; cfg.num_heads * len * len]);
             attention_backward(
                 &saved.q[q.clone()],
                 &saved.k[kv.clone()],
@@ -312,7 +318,11 @@ impl<'a> Layer<'a> {
                 &mut dq[q],
                 dkr,
                 dvr,
+                row_edges.as_deref_mut(),
             );
+            if let (Some(out), Some(e)) = (edges.as_deref_mut(), row_edges) {
+                out.push(Array::new(vec![cfg.num_heads, len, len], e));
+            }
         }
         let (cos, sin) = (self.cos, self.sin);
         let (qn, kn) = (lw.q_norm.as_deref(), lw.k_norm.as_deref());

@@ -310,6 +310,54 @@ fn a_patch_replaces_the_stream_and_cuts_the_gradient_above_it() {
 }
 
 #[test]
+fn attention_times_gradient_adds_up_to_the_attention_outputs_gradient_times_activation() {
+    // Per query, Σ_k P[k]·∂L/∂P[k] = ⟨∂L/∂o, o⟩ for the head output o = Σ_k P[k]·v[k], and the
+    // output projection is linear: over a layer, the edges sum to attn.out's gradient ×
+    // activation (SmolLM2 has no post-attention norm).
+    let model = smollm();
+    let vocab = model.config().vocab_size;
+    let e = embed(
+        model,
+        "Attention edges carry the gradient back to the tokens they read",
+    );
+    let n = e.len() / model.config().hidden_size;
+    let c = weights(1, vocab, 11);
+    let hooks = [Hook::AttnPattern(12), Hook::AttnOut(12)];
+    let got = model
+        .gradients(vec![GradientRow::new(e, vec![n - 1])], &hooks, &|_, _| {
+            c.clone()
+        })
+        .unwrap()
+        .remove(0);
+    let edges = &got.edges[&Hook::AttnPattern(12)];
+    let heads = model.config().num_heads;
+    assert_eq!(edges.shape, vec![heads, n, n]);
+    // Causal: no edge to a later token.
+    for h in 0..heads {
+        for q in 0..n {
+            assert!(
+                edges.data[(h * n + q) * n + q + 1..(h * n + q + 1) * n]
+                    .iter()
+                    .all(|&v| v == 0.0)
+            );
+        }
+    }
+    let total: f64 = edges.data.iter().map(|&v| v as f64).sum();
+    let (act, grad) = &got.at[&Hook::AttnOut(12)];
+    let want: f64 = act
+        .data
+        .iter()
+        .zip(&grad.data)
+        .map(|(&a, &g)| a as f64 * g as f64)
+        .sum();
+    println!("Σ edges {total:.6e} vs ⟨∂L/∂attn.out, attn.out⟩ {want:.6e}");
+    assert!(
+        (total - want).abs() < 1e-3 * want.abs().max(1e-6),
+        "{total} vs {want}"
+    );
+}
+
+#[test]
 fn bad_gradient_requests_are_clear_errors() {
     let model = smollm();
     let vocab = model.config().vocab_size;
@@ -319,7 +367,7 @@ fn bad_gradient_requests_are_clear_errors() {
     let ok = |_: usize, _: &Array| vec![0f32; vocab];
     let err = |r: Result<_, RuntimeError>| r.map(|_: Vec<_>| ()).unwrap_err().to_string();
     assert!(
-        err(model.gradients(vec![row(vec![n - 1])], &[Hook::AttnPattern(3)], &ok))
+        err(model.gradients(vec![row(vec![n - 1])], &[Hook::FinalNorm], &ok))
             .contains("residual stream")
     );
     assert!(

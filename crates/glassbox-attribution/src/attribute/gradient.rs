@@ -94,6 +94,10 @@ pub enum GradientMethod {
         steps: usize,
         baseline: Baseline,
     },
+    /// Attention × gradient at one layer (default the last): token `k` gets
+    /// `Σ_heads Σ_queries P[h, q, k] · ∂f/∂P[h, q, k]`, the first-order share of every attention
+    /// edge into it.
+    AttentionXGradient { layer: Option<usize> },
 }
 
 impl GradientMethod {
@@ -105,6 +109,7 @@ impl GradientMethod {
             GradientMethod::SmoothGrad { .. } => "smoothgrad",
             GradientMethod::LayerGradientXActivation { .. } => "layer_gradxact",
             GradientMethod::LayerIntegratedGradients { .. } => "layer_ig",
+            GradientMethod::AttentionXGradient { .. } => "attgrad",
         }
     }
 
@@ -126,6 +131,9 @@ impl GradientMethod {
             "layer_gradxact" => GradientMethod::LayerGradientXActivation {
                 at: parse_point(params.get("at")?.as_str()?).ok()?,
             },
+            "attgrad" => GradientMethod::AttentionXGradient {
+                layer: number("layer").map(|l| l as usize),
+            },
             "layer_ig" => GradientMethod::LayerIntegratedGradients {
                 at: parse_point(params.get("at")?.as_str()?).ok()?,
                 steps: number("steps")? as usize,
@@ -146,6 +154,7 @@ impl GradientMethod {
                 json!({"samples": samples, "noise_level": noise, "norm": "l2"})
             }
             GradientMethod::LayerGradientXActivation { at } => json!({"at": at.name()}),
+            GradientMethod::AttentionXGradient { layer } => json!({"layer": layer}),
             GradientMethod::LayerIntegratedGradients {
                 at,
                 steps,
@@ -430,6 +439,43 @@ pub fn gradient_scores(
                 })
                 .collect();
             let values = values_at(model, &[&x], targets, input.first, &mut cost)?.remove(0);
+            (scores, values)
+        }
+        GradientMethod::AttentionXGradient { layer } => {
+            let layers = model.config().num_layers;
+            let l = layer.unwrap_or(layers - 1);
+            let hook = Hook::AttnPattern(l);
+            let rows = (0..dims)
+                .map(|_| GradientRow::new(x.clone(), answer_rows.clone().collect()))
+                .collect();
+            let out = model.gradients(rows, &[hook], &|t, logits| {
+                targets.value_and_gradient(t, logits).1
+            })?;
+            cost.points += 1;
+            cost.backwards += dims;
+            cost.calls += 1;
+            let len = input.ids.len();
+            let scores = out
+                .iter()
+                .map(|g| {
+                    let e = &g.edges[&hook].data;
+                    units
+                        .clone()
+                        .map(|k| {
+                            (0..e.len() / (len * len))
+                                .flat_map(|h| (0..len).map(move |q| (h * len + q) * len + k))
+                                .map(|i| e[i] as f64)
+                                .sum()
+                        })
+                        .collect()
+                })
+                .collect();
+            let values = out
+                .iter()
+                .enumerate()
+                .map(|(t, g)| targets.value_and_gradient(t, &g.logits).0)
+                .collect();
+            diagnostics = json!({ "layer": l });
             (scores, values)
         }
         GradientMethod::LayerIntegratedGradients {

@@ -79,6 +79,10 @@ pub const MODEL_METHODS: &[(&str, &str)] = &[
         "gradient: layer integrated gradients in the residual stream at --at blocks.L.resid_pre/resid_mid/resid_post, from the baseline input's stream",
     ),
     (
+        "attgrad",
+        "gradient: attention × gradient at one layer (--layer, default the last): each attention edge's first-order share, summed into the token it reads",
+    ),
+    (
         "attention",
         "attention: one layer's (default last) attention from the predicting position, one head or the mean",
     ),
@@ -140,6 +144,9 @@ impl TokenMethod {
             "smoothgrad" => TokenMethod::Gradient(GradientMethod::SmoothGrad {
                 samples: options.samples.unwrap_or(DEFAULT_SMOOTHGRAD_SAMPLES),
                 noise: options.noise,
+            }),
+            "attgrad" => TokenMethod::Gradient(GradientMethod::AttentionXGradient {
+                layer: options.layer,
             }),
             "layer_gradxact" | "layer_ig" => {
                 let at = options.at.ok_or_else(|| {
