@@ -7,7 +7,7 @@ mod common;
 use candle_core::{Device, Tensor, Var};
 use common::*;
 use glassbox_runtime::{
-    Array, AttentionMask, Capture, GradientRow, Hook, LoadOptions, Model, Row, RowInput,
+    Array, AttentionMask, Capture, GradientRow, Hook, LoadOptions, LogitsAt, Model, Row,
     RuntimeError, WeightMode,
 };
 
@@ -60,6 +60,23 @@ fn autograd(
         .unwrap()
 }
 
+/// Logits `[positions, vocab]` of the fast forward from embeddings `x`.
+fn fast_logits(
+    model: &Model,
+    x: &[f32],
+    mask: &AttentionMask,
+    positions: std::ops::Range<usize>,
+) -> Vec<f32> {
+    let row = Row::embeddings(x.to_vec())
+        .with_mask(mask.clone())
+        .with_logits(LogitsAt::Range(positions));
+    let out = model
+        .forward(vec![row], &Capture::none())
+        .unwrap()
+        .remove(0);
+    out.logits.unwrap().values.data
+}
+
 fn relative(a: &[f32], b: &[f32]) -> f32 {
     max_abs_diff(a, b) / b.iter().fold(0f32, |m, v| m.max(v.abs()))
 }
@@ -100,41 +117,12 @@ fn backward_equals_autograd_and_finite_differences_on_both_architectures() {
         assert!(rel < 1e-3, "{rel}");
 
         // The logits the objective saw are the fast forward's.
-        let fast = model
-            .forward(
-                vec![
-                    Row {
-                        input: RowInput::Embeddings(e.clone()),
-                        ..Row::tokens(vec![])
-                    }
-                    .with_mask(mask.clone())
-                    .with_logits(glassbox_runtime::LogitsAt::Range(positions.clone())),
-                ],
-                &Capture::none(),
-            )
-            .unwrap()
-            .remove(0)
-            .logits
-            .unwrap();
-        assert!(max_abs_diff(&got.logits.data, &fast.values.data) < 1e-4);
+        let fast = fast_logits(model, &e, &mask, positions.clone());
+        assert!(max_abs_diff(&got.logits.data, &fast) < 1e-4);
 
         // A directional derivative by central differences on the fast forward.
         let objective = |x: &[f32]| -> f64 {
-            let out = model
-                .forward(
-                    vec![
-                        Row {
-                            input: RowInput::Embeddings(x.to_vec()),
-                            ..Row::tokens(vec![])
-                        }
-                        .with_mask(mask.clone())
-                        .with_logits(glassbox_runtime::LogitsAt::Range(positions.clone())),
-                    ],
-                    &Capture::none(),
-                )
-                .unwrap()
-                .remove(0);
-            let l = out.logits.unwrap().values.data;
+            let l = fast_logits(model, x, &mask, positions.clone());
             l.iter().zip(&c).map(|(&a, &b)| a as f64 * b as f64).sum()
         };
         let u: Vec<f32> = weights(n, d, 7).iter().map(|v| v.signum()).collect();
@@ -239,10 +227,7 @@ fn capture_point_gradients_are_the_residual_streams() {
     // Activations equal the fast forward's captures.
     let captured = model
         .forward(
-            vec![Row {
-                input: RowInput::Embeddings(e),
-                ..Row::tokens(vec![])
-            }],
+            vec![Row::embeddings(e)],
             &Capture::parse(&["blocks.12.resid_pre", "blocks.29.mlp.out"], 30).unwrap(),
         )
         .unwrap()
