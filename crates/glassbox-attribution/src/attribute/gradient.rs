@@ -255,18 +255,7 @@ pub fn gradient_scores(
     // Gradients (`[point][target]`, the input's rows only) at every point, in one call, and
     // the targets' values there (`[point][target]`, from the logits the backward started at).
     let mut grads_at = |points: Vec<Vec<f32>>| -> Result<PointGradients, AttributionError> {
-        let n = points.len();
-        let rows: Vec<GradientRow> = points
-            .into_iter()
-            .flat_map(|p| std::iter::repeat_n(p, dims))
-            .map(|embeddings| GradientRow::new(embeddings, answer_rows.clone().collect()))
-            .collect();
-        let out = model.gradients(rows, &[], &|r, logits| {
-            targets.value_and_gradient(r % dims, logits).1
-        })?;
-        cost.points += n;
-        cost.backwards += n * dims;
-        cost.calls += 1;
+        let out = differentiate(model, points, &answer_rows, &[], targets, &mut cost)?;
         let grads = out
             .chunks(dims)
             .map(|per_target| {
@@ -419,15 +408,14 @@ pub fn gradient_scores(
             (scores, values)
         }
         GradientMethod::LayerGradientXActivation { at } => {
-            let rows = (0..dims)
-                .map(|_| GradientRow::new(x.clone(), answer_rows.clone().collect()))
-                .collect();
-            let out = model.gradients(rows, &[at], &|t, logits| {
-                targets.value_and_gradient(t, logits).1
-            })?;
-            cost.points += 1;
-            cost.backwards += dims;
-            cost.calls += 1;
+            let out = differentiate(
+                model,
+                vec![x.clone()],
+                &answer_rows,
+                &[at],
+                targets,
+                &mut cost,
+            )?;
             let scores = out
                 .iter()
                 .map(|g| {
@@ -445,15 +433,14 @@ pub fn gradient_scores(
             let layers = model.config().num_layers;
             let l = layer.unwrap_or(layers - 1);
             let hook = Hook::AttnPattern(l);
-            let rows = (0..dims)
-                .map(|_| GradientRow::new(x.clone(), answer_rows.clone().collect()))
-                .collect();
-            let out = model.gradients(rows, &[hook], &|t, logits| {
-                targets.value_and_gradient(t, logits).1
-            })?;
-            cost.points += 1;
-            cost.backwards += dims;
-            cost.calls += 1;
+            let out = differentiate(
+                model,
+                vec![x.clone()],
+                &answer_rows,
+                &[hook],
+                targets,
+                &mut cost,
+            )?;
             let len = input.ids.len();
             let scores = out
                 .iter()
@@ -581,6 +568,31 @@ pub fn gradient_scores(
         },
         cost,
     ))
+}
+
+/// Every target's gradient at every point (rows point-major, target-minor), with activations
+/// and gradients at `hooks`: one batched call into the runtime.
+fn differentiate(
+    model: &Model,
+    points: Vec<Vec<f32>>,
+    answer_rows: &std::ops::Range<usize>,
+    hooks: &[Hook],
+    targets: &Targets,
+    cost: &mut GradientCost,
+) -> Result<Vec<glassbox_runtime::RowGradients>, AttributionError> {
+    let (n, dims) = (points.len(), targets.formulas.len());
+    let rows: Vec<GradientRow> = points
+        .into_iter()
+        .flat_map(|p| std::iter::repeat_n(p, dims))
+        .map(|embeddings| GradientRow::new(embeddings, answer_rows.clone().collect()))
+        .collect();
+    let out = model.gradients(rows, hooks, &|r, logits| {
+        targets.value_and_gradient(r % dims, logits).1
+    })?;
+    cost.points += n;
+    cost.backwards += n * dims;
+    cost.calls += 1;
+    Ok(out)
 }
 
 /// The input embeddings `x` with the input's tokens (`units`) replaced by the baseline; the
