@@ -228,6 +228,38 @@ multiversion! {
 }
 
 multiversion! {
+    /// Layer norm of each row of `x` in place (length `weight.len()`), as vision towers
+    /// (SigLIP, CLIP) use it: `x = (x − mean) / sqrt(var + eps) * weight + bias`, with the
+    /// biased variance.
+    pub fn layer_norm_rows_in_place(x: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+        let d = weight.len();
+        for row in x.chunks_mut(d) {
+            let mean = lanes_sum(row) / d as f32;
+            let mut sq = [0f32; LANES];
+            for chunk in row.chunks(LANES) {
+                for (acc, v) in sq.iter_mut().zip(chunk) {
+                    let c = v - mean;
+                    *acc = c.mul_add(c, *acc);
+                }
+            }
+            let inv = 1.0 / (lanes_sum(&sq) / d as f32 + eps).sqrt();
+            for ((v, &w), &b) in row.iter_mut().zip(weight).zip(bias) {
+                *v = ((*v - mean) * inv).mul_add(w, b);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `x = gelu_tanh(x)` in place (the MLP activation of SigLIP, `gelu_pytorch_tanh`).
+    pub fn gelu_tanh_in_place(x: &mut [f32]) {
+        for v in x.iter_mut() {
+            *v = gelu_tanh(*v);
+        }
+    }
+}
+
+multiversion! {
     /// `out = silu(gate) * up` (SwiGLU, the llama-family MLP).
     pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
         for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {

@@ -306,7 +306,13 @@ impl ModelConfig {
             }
         };
         let j = HfKeys { json, origin };
-        if let Some(scaling) = json.get("rope_scaling").filter(|v| !v.is_null()) {
+        // Transformers 5 writes rotary settings as `rope_parameters`; older configs as
+        // `rope_theta` + `rope_scaling`. (Per-layer-type parameters, as Gemma 3's, are not
+        // read here: their defaults below hold.)
+        let rope = json
+            .get("rope_parameters")
+            .filter(|v| v.get("rope_type").is_some());
+        if let Some(scaling) = json.get("rope_scaling").filter(|v| !v.is_null()).or(rope) {
             let kind = scaling["rope_type"]
                 .as_str()
                 .or(scaling["type"].as_str())
@@ -344,13 +350,20 @@ impl ModelConfig {
             head_dim,
             context_length: j.usize("max_position_embeddings")?,
             rms_norm_eps: j.opt_f32("rms_norm_eps").unwrap_or(1e-6),
-            rope_theta: j.opt_f32("rope_theta").unwrap_or(10_000.0),
+            rope_theta: j
+                .opt_f32("rope_theta")
+                .or_else(|| {
+                    rope.and_then(|r| r["rope_theta"].as_f64())
+                        .map(|v| v as f32)
+                })
+                .unwrap_or(10_000.0),
             rope_local_theta: gemma.then(|| {
                 j.opt_f32("rope_local_base_freq")
                     .unwrap_or(GEMMA3_LOCAL_ROPE_THETA)
             }),
             rope_scaling: json["rope_scaling"]["factor"]
                 .as_f64()
+                .or(rope.and_then(|r| r["factor"].as_f64()))
                 .map(|f| f as f32)
                 .unwrap_or(1.0),
             sliding_window: if gemma {

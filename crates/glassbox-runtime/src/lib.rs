@@ -54,7 +54,7 @@ pub use generate::{Continuation, GenerateOptions, Generation, Sampling, StopReas
 pub use glassbox_tokenizer::{ChatMessage, ChatTemplate, Encoding, Tokenizer};
 pub use kv::KvCache;
 pub use mask::AttentionMask;
-pub use model::{LoadOptions, Model, ModelInfo, gguf_tokenizer};
+pub use model::{EmbeddedDecoder, LoadOptions, Model, ModelInfo, gguf_tokenizer, read_json};
 pub use score::{ContinuationScore, ScoreRequest, argmax, log_softmax_at};
 pub use weights::{QuantFormat, WeightMode};
 

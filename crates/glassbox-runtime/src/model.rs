@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::Value;
-use glassbox_tokenizer::{ChatMessage, ChatTemplate, GgufVocab, Tokenizer};
+use glassbox_tokenizer::{ChatTemplate, GgufVocab, Tokenizer};
 use serde::Serialize;
 
 use crate::capture::{Array, Capture};
@@ -31,6 +31,19 @@ pub struct ModelInfo {
     pub parameters: usize,
     pub has_chat_template: bool,
     pub config: ModelConfig,
+}
+
+/// Where a decoder sits in a Hugging Face checkpoint.
+#[derive(Debug, Clone)]
+pub struct EmbeddedDecoder<'a> {
+    /// The decoder's configuration, as a `config.json` of its own would hold it (for a
+    /// vision-language model: its `text_config`, with `architectures` filled in).
+    pub config: serde_json::Value,
+    /// What stands for `model.` in the decoder's tensor names (`model.text_model.` in
+    /// Idefics3, `model.language_model.` in LLaVA as Transformers 5 saves it).
+    pub prefix: &'a str,
+    /// The LM head's tensor name (tied to the embedding when absent).
+    pub lm_head: &'a str,
 }
 
 /// A transformer LLM ready to run.
@@ -60,6 +73,25 @@ impl Model {
     /// Loads a Hugging Face model directory: `config.json`, `tokenizer.json`, optional
     /// `tokenizer_config.json` (special tokens, chat template) and `*.safetensors`.
     pub fn load_hf_dir(dir: &Path, name: &str, options: LoadOptions) -> Result<Self, RuntimeError> {
+        let config_path = dir.join("config.json");
+        let json = read_json(&config_path)?;
+        let decoder = EmbeddedDecoder {
+            config: json,
+            prefix: "model.",
+            lm_head: "lm_head.weight",
+        };
+        Self::load_hf_decoder(dir, decoder, name, options)
+    }
+
+    /// Loads the decoder of a Hugging Face checkpoint that may hold more than a decoder (the
+    /// text model of a vision-language model): its configuration and tensor names are given,
+    /// the tokenizer and chat template come from the directory as for [`Model::load_hf_dir`].
+    pub fn load_hf_decoder(
+        dir: &Path,
+        decoder: EmbeddedDecoder<'_>,
+        name: &str,
+        options: LoadOptions,
+    ) -> Result<Self, RuntimeError> {
         if options.weights == WeightMode::Quantized {
             return Err(RuntimeError::Unsupported(
                 "quantized weights are read from GGUF files; use `--weights f32` for a \
@@ -68,26 +100,16 @@ impl Model {
             ));
         }
         let config_path = dir.join("config.json");
-        let text =
-            std::fs::read_to_string(&config_path).map_err(|e| RuntimeError::io(&config_path, e))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| RuntimeError::BadConfig {
-                origin: config_path.display().to_string(),
-                key: "(file)".into(),
-                message: format!("not valid JSON: {e}"),
-            })?;
-        let config = ModelConfig::from_hf_json(&json, &config_path.display().to_string())?;
+        let config =
+            ModelConfig::from_hf_json(&decoder.config, &config_path.display().to_string())?;
         let tok_config = dir.join("tokenizer_config.json");
         let tok_config = tok_config.is_file().then_some(tok_config);
         let tokenizer =
             Tokenizer::from_hf_files(&dir.join("tokenizer.json"), tok_config.as_deref())?;
-        let chat = match &tok_config {
-            Some(path) => hf_chat_template(path)?
-                .map(|t| chat_template(&t, &tokenizer))
-                .transpose()?,
-            None => None,
-        };
-        let mut src = SafetensorsSource::open(dir)?;
+        let chat = hf_chat_template(dir, tok_config.as_deref())?
+            .map(|t| chat_template(&t, &tokenizer))
+            .transpose()?;
+        let mut src = SafetensorsSource::open(dir, decoder.prefix, decoder.lm_head)?;
         let weights = load_weights(&mut src, &config, options.weights)?;
         Self::assemble(
             config,
@@ -223,10 +245,11 @@ impl Model {
         Ok(self.tokenizer.encode(text, self.tokenizer.wants_bos())?.ids)
     }
 
-    /// Renders a conversation with the model's own chat template.
-    pub fn render_chat(
+    /// Renders a conversation with the model's own chat template (messages are
+    /// [`crate::ChatMessage`]s or whatever shape the template reads).
+    pub fn render_chat<M: Serialize>(
         &self,
-        messages: &[ChatMessage],
+        messages: &[M],
         add_generation_prompt: bool,
     ) -> Result<String, RuntimeError> {
         let template = self
@@ -282,16 +305,25 @@ fn chat_template(source: &str, tokenizer: &Tokenizer) -> Result<ChatTemplate, Ru
     )?)
 }
 
-/// The chat template of a `tokenizer_config.json`: a string, or a list of named templates of
-/// which `default` is used.
-fn hf_chat_template(path: &Path) -> Result<Option<String>, RuntimeError> {
-    let text = std::fs::read_to_string(path).map_err(|e| RuntimeError::io(path, e))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| RuntimeError::BadConfig {
-            origin: path.display().to_string(),
-            key: "(file)".into(),
-            message: format!("not valid JSON: {e}"),
-        })?;
+/// A model directory's chat template, wherever Transformers put it: `chat_template.jinja`
+/// (Transformers 5), `chat_template.json` (processors of multimodal models), or the
+/// `chat_template` of `tokenizer_config.json` (a string, or named templates of which `default`
+/// is used).
+fn hf_chat_template(dir: &Path, tok_config: Option<&Path>) -> Result<Option<String>, RuntimeError> {
+    let jinja = dir.join("chat_template.jinja");
+    if jinja.is_file() {
+        return std::fs::read_to_string(&jinja)
+            .map(Some)
+            .map_err(|e| RuntimeError::io(&jinja, e));
+    }
+    let processor = dir.join("chat_template.json");
+    let json = if processor.is_file() {
+        read_json(&processor)?
+    } else if let Some(path) = tok_config {
+        read_json(path)?
+    } else {
+        return Ok(None);
+    };
     Ok(match &json["chat_template"] {
         serde_json::Value::String(s) => Some(s.clone()),
         serde_json::Value::Array(list) => list
@@ -300,6 +332,16 @@ fn hf_chat_template(path: &Path) -> Result<Option<String>, RuntimeError> {
             .and_then(|t| t["template"].as_str())
             .map(String::from),
         _ => None,
+    })
+}
+
+/// A JSON file, with errors that name it.
+pub fn read_json(path: &Path) -> Result<serde_json::Value, RuntimeError> {
+    let text = std::fs::read_to_string(path).map_err(|e| RuntimeError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| RuntimeError::BadConfig {
+        origin: path.display().to_string(),
+        key: "(file)".into(),
+        message: format!("not valid JSON: {e}"),
     })
 }
 

@@ -196,6 +196,10 @@ pub(crate) trait TensorSource {
     fn origin(&self) -> &Path;
     fn is_gguf(&self) -> bool;
     fn has(&self, name: &str) -> bool;
+    /// How the checkpoint itself names tensor `name` (for error messages).
+    fn stored_name(&self, name: &str) -> String {
+        name.to_string()
+    }
     /// Shape in candle order (`[out, in]` for linear weights).
     fn shape(&self, name: &str) -> Option<Vec<usize>>;
     fn load_f32(&mut self, name: &str) -> Result<Vec<f32>, RuntimeError>;
@@ -292,13 +296,20 @@ impl TensorSource for GgufSource {
 }
 
 /// Tensors of a Hugging Face directory (one or more memory-mapped safetensors files).
+///
+/// Tensors are asked for by their names in a plain decoder checkpoint (`model.layers.0…`,
+/// `lm_head.weight`) and looked up under the checkpoint's own prefix.
 pub(crate) struct SafetensorsSource {
     dir: PathBuf,
     tensors: candle_core::safetensors::MmapedSafetensors,
+    prefix: String,
+    lm_head: String,
 }
 
 impl SafetensorsSource {
-    pub(crate) fn open(dir: &Path) -> Result<Self, RuntimeError> {
+    /// Opens every `*.safetensors` file of `dir`; `prefix` stands for `model.` in tensor
+    /// names and `lm_head` is the LM head's name.
+    pub(crate) fn open(dir: &Path, prefix: &str, lm_head: &str) -> Result<Self, RuntimeError> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| RuntimeError::io(dir, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -321,7 +332,20 @@ impl SafetensorsSource {
         Ok(Self {
             dir: dir.to_path_buf(),
             tensors,
+            prefix: prefix.to_string(),
+            lm_head: lm_head.to_string(),
         })
+    }
+
+    /// The checkpoint's name for a plain decoder's tensor `name`.
+    fn actual(&self, name: &str) -> String {
+        if name == "lm_head.weight" {
+            self.lm_head.clone()
+        } else if let Some(rest) = name.strip_prefix("model.") {
+            format!("{}{rest}", self.prefix)
+        } else {
+            name.to_string()
+        }
     }
 }
 
@@ -335,15 +359,23 @@ impl TensorSource for SafetensorsSource {
     }
 
     fn has(&self, name: &str) -> bool {
-        self.tensors.get(name).is_ok()
+        self.tensors.get(&self.actual(name)).is_ok()
+    }
+
+    fn stored_name(&self, name: &str) -> String {
+        self.actual(name)
     }
 
     fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        self.tensors.get(name).ok().map(|v| v.shape().to_vec())
+        self.tensors
+            .get(&self.actual(name))
+            .ok()
+            .map(|v| v.shape().to_vec())
     }
 
     fn load_f32(&mut self, name: &str) -> Result<Vec<f32>, RuntimeError> {
-        if !self.has(name) {
+        let name = &self.actual(name);
+        if self.tensors.get(name).is_err() {
             return Err(RuntimeError::MissingTensor {
                 origin: self.dir.display().to_string(),
                 name: name.to_string(),
@@ -405,11 +437,11 @@ impl Loader<'_> {
             .shape(name)
             .ok_or_else(|| RuntimeError::MissingTensor {
                 origin: self.src.origin().display().to_string(),
-                name: name.to_string(),
+                name: self.src.stored_name(name),
             })?;
         if actual != expected {
             return Err(RuntimeError::BadTensorShape {
-                name: name.to_string(),
+                name: self.src.stored_name(name),
                 expected: expected.to_vec(),
                 actual,
             });

@@ -61,10 +61,12 @@ impl ChatTemplate {
     }
 
     /// The prompt text of `messages`; with `add_generation_prompt`, the assistant's turn is
-    /// opened so that the model writes the reply next.
-    pub fn render(
+    /// opened so that the model writes the reply next. Messages are [`ChatMessage`]s, or any
+    /// other shape a template reads (multimodal templates read content parts such as
+    /// `{"type": "image"}`).
+    pub fn render<M: serde::Serialize>(
         &self,
-        messages: &[ChatMessage],
+        messages: &[M],
         add_generation_prompt: bool,
     ) -> Result<String, TokenizerError> {
         let template = self
