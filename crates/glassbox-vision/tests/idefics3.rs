@@ -234,7 +234,6 @@ fn tower_connector_and_decoder_match_transformers() {
             max_new_tokens: 6,
             sampling: Sampling::Greedy,
             stop_at_eos: false,
-            ..GenerateOptions::default()
         };
         let generated = m.generate(&p, &options).unwrap();
         assert_eq!(generated.tokens, ids(case, "greedy"), "{key}: greedy ids");
