@@ -8,12 +8,14 @@
 //! from plain arrays (hidden states, head rows, token positions), so it serves any
 //! architecture that can hand those over, and renders and scores them.
 
+mod caption;
 mod filter;
 mod grid;
 mod metrics;
 mod render;
 mod tam;
 
+pub use caption::{AnswerMaps, AnswerToken, ExplainError, ModeChoice, explain_answer};
 pub use filter::rank_gaussian_filter;
 pub use grid::{Grid, upsample_bilinear};
 pub use metrics::{MapScores, interference, otsu_threshold, pointing_hit, score_map, to_u8};

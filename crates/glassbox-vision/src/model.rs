@@ -88,14 +88,35 @@ pub struct ImagePlacement {
 /// A prompt with its images in it, ready for the decoder.
 #[derive(Debug, Clone)]
 pub struct Prompt {
+    /// The prompt text with each image's placeholder expanded to its tokens.
+    pub text: String,
     /// Token ids, image tokens included.
     pub ids: Vec<u32>,
+    /// Each token's character range in `text`.
+    pub offsets: Vec<(usize, usize)>,
     /// Input embeddings `[ids, hidden]`: token embeddings with image features in place.
     pub embeddings: Vec<f32>,
     pub images: Vec<ImagePlacement>,
 }
 
 impl Prompt {
+    /// Positions of the tokens inside the last occurrence of `part` in the prompt text (the
+    /// user's question, say); empty when it does not occur.
+    pub fn positions_of(&self, part: &str) -> Vec<usize> {
+        let Some(start) = self.text.rfind(part).filter(|_| !part.is_empty()) else {
+            return Vec::new();
+        };
+        // Offsets count characters.
+        let start = self.text[..start].chars().count();
+        let end = start + part.chars().count();
+        (0..self.ids.len())
+            .filter(|&i| {
+                let (a, b) = self.offsets[i];
+                a >= start && b <= end && b > a
+            })
+            .collect()
+    }
+
     /// Every image-token position, in order.
     pub fn image_positions(&self) -> Vec<usize> {
         self.images
@@ -309,10 +330,10 @@ impl VisionLanguageModel {
             text.push_str(part);
         }
         let tokenizer = self.text.tokenizer();
-        let ids = tokenizer
+        let encoding = tokenizer
             .encode(&text, tokenizer.wants_bos())
-            .map_err(RuntimeError::from)?
-            .ids;
+            .map_err(RuntimeError::from)?;
+        let (ids, offsets) = (encoding.ids, encoding.offsets);
         let mut embeddings = self.text.embed(&ids)?.data;
         let d = self.text.config().hidden_size;
         let slots: Vec<usize> = (0..ids.len())
@@ -363,7 +384,9 @@ impl VisionLanguageModel {
             .collect();
         Ok((
             Prompt {
+                text,
                 ids,
+                offsets,
                 embeddings,
                 images,
             },
