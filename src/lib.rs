@@ -20,8 +20,10 @@ pub use explainer::Explainer;
 pub use glassbox_attribution as attribution;
 pub use glassbox_datasets as datasets;
 pub use glassbox_eval as eval;
+pub use glassbox_maps as maps;
 pub use glassbox_report as report;
 pub use glassbox_selfexplain as selfexplain;
+pub use glassbox_vision as vision;
 
 pub use glassbox_models::{
     self as models, Cache, DEFAULT_MODEL, Fetch, ModelFiles, NoProgress, Progress,
@@ -40,6 +42,8 @@ pub enum Error {
     Models(#[from] glassbox_models::ModelsError),
     #[error(transparent)]
     Runtime(#[from] glassbox_runtime::RuntimeError),
+    #[error(transparent)]
+    Vision(#[from] glassbox_vision::VisionError),
 }
 
 impl Error {
@@ -48,6 +52,7 @@ impl Error {
         match self {
             Error::Models(e) => e.is_input_error(),
             Error::Runtime(e) => e.is_input_error(),
+            Error::Vision(e) => e.is_input_error(),
         }
     }
 }
@@ -62,10 +67,52 @@ pub fn load_model(
 ) -> Result<Model, Error> {
     let resolved = glassbox_models::resolve(spec, &Cache::from_env(), fetch, progress)?;
     let model = match &resolved.files {
+        ModelFiles::HfDir(dir) if glassbox_vision::is_vision_checkpoint(dir) => {
+            return Err(glassbox_runtime::RuntimeError::Unsupported(format!(
+                "{spec} is a vision-language model; this command runs text models \
+                 (`generate`, `score`, `inspect` and `tam` take vision-language models)"
+            ))
+            .into());
+        }
         ModelFiles::Gguf(path) => Model::load_gguf(path, &resolved.name, options)?,
         ModelFiles::HfDir(dir) => Model::load_hf_dir(dir, &resolved.name, options)?,
     };
     Ok(model)
+}
+
+/// A loaded model of either kind.
+pub enum AnyModel {
+    Text(Model),
+    /// A vision-language model (its text decoder is [`glassbox_vision::VisionLanguageModel::text`]).
+    Vision(Box<glassbox_vision::VisionLanguageModel>),
+}
+
+impl AnyModel {
+    /// The text decoder (the whole model for a text model).
+    pub fn text(&self) -> &Model {
+        match self {
+            AnyModel::Text(m) => m,
+            AnyModel::Vision(v) => v.text(),
+        }
+    }
+}
+
+/// [`load_model`] for text and vision-language models alike: a Hugging Face directory whose
+/// configuration has a `vision_config` loads as a vision-language model.
+pub fn load_any_model(
+    spec: &str,
+    options: LoadOptions,
+    fetch: Fetch,
+    progress: &dyn Progress,
+) -> Result<AnyModel, Error> {
+    let resolved = glassbox_models::resolve(spec, &Cache::from_env(), fetch, progress)?;
+    Ok(match &resolved.files {
+        ModelFiles::HfDir(dir) if glassbox_vision::is_vision_checkpoint(dir) => AnyModel::Vision(
+            Box::new(glassbox_vision::VisionLanguageModel::load(dir, &resolved.name, options)?),
+        ),
+        ModelFiles::Gguf(path) => AnyModel::Text(Model::load_gguf(path, &resolved.name, options)?),
+        ModelFiles::HfDir(dir) => AnyModel::Text(Model::load_hf_dir(dir, &resolved.name, options)?),
+    })
 }
 
 /// A prompt as a user writes it, turned into the token ids the model expects.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use glassbox::runtime::QuantFormat;
-use glassbox::{DEFAULT_MODEL, Fetch, LoadOptions, Model, Prompt, WeightMode};
+use glassbox::{AnyModel, DEFAULT_MODEL, Fetch, LoadOptions, Model, Prompt, WeightMode};
 
 use crate::UsageError;
 use crate::progress::Bars;
@@ -43,6 +43,18 @@ pub(crate) enum WeightsArg {
 
 impl ModelArgs {
     pub fn load(&self) -> anyhow::Result<Model> {
+        self.load_with(glassbox::load_model)
+    }
+
+    /// Loads a text or a vision-language model.
+    pub fn load_any(&self) -> anyhow::Result<AnyModel> {
+        self.load_with(glassbox::load_any_model)
+    }
+
+    fn load_with<M>(
+        &self,
+        load: impl Fn(&str, LoadOptions, Fetch, &dyn glassbox::Progress) -> Result<M, glassbox::Error>,
+    ) -> anyhow::Result<M> {
         let options = LoadOptions {
             weights: match self.weights {
                 WeightsArg::F32 => WeightMode::F32,
@@ -59,7 +71,7 @@ impl ModelArgs {
         };
         let bars = Bars::new();
         bars_spinner(&bars, &format!("loading {}", self.model));
-        let model = glassbox::load_model(&self.model, options, fetch, &bars);
+        let model = load(&self.model, options, fetch, &bars);
         glassbox::Progress::end(&bars);
         Ok(model?)
     }
@@ -169,5 +181,49 @@ impl ResultOutput {
             check_output(path, self.force)?;
         }
         Ok(())
+    }
+}
+
+/// Images for a vision-language model.
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct ImageArgs {
+    /// An image (PNG or JPEG) for a vision-language model; repeat for several. A chat prompt
+    /// gets them before the text; a --raw prompt marks each one's place with `<image>`.
+    #[arg(long = "image")]
+    pub images: Vec<PathBuf>,
+    /// Split large images into tiles plus a global image (default: as the model's processor
+    /// is configured).
+    #[arg(long, value_enum)]
+    pub image_splitting: Option<OnOff>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnOff {
+    On,
+    Off,
+}
+
+impl ImageArgs {
+    pub fn splitting(&self) -> Option<bool> {
+        self.image_splitting.map(|s| s == OnOff::On)
+    }
+
+    /// Refuses images for a text-only model.
+    pub fn check_text_model(&self, model: &Model) -> anyhow::Result<()> {
+        if !self.images.is_empty() || self.image_splitting.is_some() {
+            return Err(
+                glassbox::vision::VisionError::NotMultimodal(model.info().name.clone()).into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Decodes the images (before the model loads, so a bad file fails fast).
+    pub fn decode(&self) -> anyhow::Result<Vec<glassbox::vision::RgbImage>> {
+        Ok(self
+            .images
+            .iter()
+            .map(|p| glassbox::vision::RgbImage::open(p))
+            .collect::<Result<_, _>>()?)
     }
 }

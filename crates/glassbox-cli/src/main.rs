@@ -219,6 +219,12 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 .is_some_and(|e| e.is_input_error())
             || cause.downcast_ref::<glassbox::eval::EvalError>().is_some()
             || cause
+                .downcast_ref::<glassbox::vision::VisionError>()
+                .is_some_and(|v| v.is_input_error())
+            || cause
+                .downcast_ref::<glassbox::maps::ExplainError>()
+                .is_some_and(|m| m.is_input_error())
+            || cause
                 .downcast_ref::<glassbox::datasets::DatasetError>()
                 .is_some_and(|d| d.is_input_error())
     });

@@ -5,10 +5,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use glassbox::{Capture, GenerateOptions, Hook, LogitsAt, Model, Row, Sampling};
+use glassbox::vision::{RgbImage, VisionLanguageModel};
+use glassbox::{AnyModel, Capture, GenerateOptions, Hook, LogitsAt, Model, Row, RowInput, Sampling};
 use serde::Serialize;
 
-use crate::input::{ModelArgs, PromptArgs, check_output, read_text};
+use crate::input::{ImageArgs, ModelArgs, PromptArgs, check_output, read_text};
 use crate::{Output, UsageError};
 
 #[derive(Args)]
@@ -17,6 +18,8 @@ pub(crate) struct GenerateArgs {
     model: ModelArgs,
     #[command(flatten)]
     prompt: PromptArgs,
+    #[command(flatten)]
+    images: ImageArgs,
     /// Most tokens to generate.
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
@@ -56,9 +59,8 @@ fn token_out(model: &Model, id: u32) -> TokenOut {
 
 pub(crate) fn generate(args: GenerateArgs, out: &Output) -> anyhow::Result<()> {
     let prompt = args.prompt.prompt()?;
-    let model = args.model.load()?;
-    let text = prompt.render(&model)?;
-    let ids = prompt.tokens(&model)?;
+    let images = args.images.decode()?;
+    let any = args.model.load_any()?;
     let sampling = match (args.temperature, args.top_k, args.top_p) {
         (None, None, None) => Sampling::Greedy,
         (t, k, p) => Sampling::Sample {
@@ -74,16 +76,29 @@ pub(crate) fn generate(args: GenerateArgs, out: &Output) -> anyhow::Result<()> {
         stop_at_eos: !args.ignore_eos,
     };
     let start = Instant::now();
-    let generation = model.generate(&ids, &options)?;
+    let (model, text, prompt_tokens, placements, generation) = match &any {
+        AnyModel::Text(model) => {
+            args.images.check_text_model(model)?;
+            let ids = prompt.tokens(model)?;
+            let generation = model.generate(&ids, &options)?;
+            (model, prompt.render(model)?, ids.len(), None, generation)
+        }
+        AnyModel::Vision(vlm) => {
+            let p = vision_prompt(vlm, &prompt, &images, &args.images)?;
+            let generation = vlm.generate(&p, &options)?;
+            (vlm.text(), p.text.clone(), p.ids.len(), Some(p.images), generation)
+        }
+    };
     let seconds = start.elapsed().as_secs_f64();
     if out.json {
         return out.print_json(&serde_json::json!({
             "model": model.info().name,
             "prompt": text,
-            "prompt_tokens": ids.len(),
+            "prompt_tokens": prompt_tokens,
+            "images": placements,
             "sampling": sampling,
             "text": generation.text,
-            "tokens": generation.tokens.iter().map(|&t| token_out(&model, t)).collect::<Vec<_>>(),
+            "tokens": generation.tokens.iter().map(|&t| token_out(model, t)).collect::<Vec<_>>(),
             "logprobs": generation.logprobs,
             "stop": generation.stop,
             "seconds": seconds,
@@ -92,7 +107,7 @@ pub(crate) fn generate(args: GenerateArgs, out: &Output) -> anyhow::Result<()> {
     println!("{}", generation.text);
     eprintln!(
         "[{} prompt tokens, {} generated in {:.2} s, stop: {:?}]",
-        ids.len(),
+        prompt_tokens,
         generation.tokens.len(),
         seconds,
         generation.stop
@@ -106,6 +121,8 @@ pub(crate) struct ScoreArgs {
     model: ModelArgs,
     #[command(flatten)]
     prompt: PromptArgs,
+    #[command(flatten)]
+    images: ImageArgs,
     /// The continuation to score (tokenized on its own, appended to the prompt).
     #[arg(long, required_unless_present = "continuation_file")]
     continuation: Option<String>,
@@ -121,9 +138,10 @@ pub(crate) fn score(args: ScoreArgs, out: &Output) -> anyhow::Result<()> {
         (None, Some(path)) => read_text(path)?,
         (None, None) => unreachable!("clap requires one"),
     };
-    let model = args.model.load()?;
-    let context = prompt.tokens(&model)?;
-    let cont = model
+    let images = args.images.decode()?;
+    let any = args.model.load_any()?;
+    let cont = any
+        .text()
         .tokenizer()
         .encode(&continuation, false)
         .map_err(glassbox::runtime::RuntimeError::from)?
@@ -132,17 +150,30 @@ pub(crate) fn score(args: ScoreArgs, out: &Output) -> anyhow::Result<()> {
         return Err(UsageError("the continuation has no tokens".into()).into());
     }
     let start = Instant::now();
-    let scored = model.score(&context, &cont)?;
+    let (model, text, prompt_tokens, placements, scored) = match &any {
+        AnyModel::Text(model) => {
+            args.images.check_text_model(model)?;
+            let context = prompt.tokens(model)?;
+            let scored = model.score(&context, &cont)?;
+            (model, prompt.render(model)?, context.len(), None, scored)
+        }
+        AnyModel::Vision(vlm) => {
+            let p = vision_prompt(vlm, &prompt, &images, &args.images)?;
+            let scored = vlm.score(&p, &cont)?;
+            (vlm.text(), p.text.clone(), p.ids.len(), Some(p.images), scored)
+        }
+    };
     let seconds = start.elapsed().as_secs_f64();
     if out.json {
         return out.print_json(&serde_json::json!({
             "model": model.info().name,
-            "prompt": prompt.render(&model)?,
-            "prompt_tokens": context.len(),
+            "prompt": text,
+            "prompt_tokens": prompt_tokens,
+            "images": placements,
             "continuation": continuation,
-            "tokens": cont.iter().map(|&t| token_out(&model, t)).collect::<Vec<_>>(),
+            "tokens": cont.iter().map(|&t| token_out(model, t)).collect::<Vec<_>>(),
             "logprobs": scored.logprobs,
-            "argmax": scored.argmax.iter().map(|&t| token_out(&model, t)).collect::<Vec<_>>(),
+            "argmax": scored.argmax.iter().map(|&t| token_out(model, t)).collect::<Vec<_>>(),
             "total_logprob": scored.total(),
             "mean_logprob": scored.mean(),
             "seconds": seconds,
@@ -157,11 +188,11 @@ pub(crate) fn score(args: ScoreArgs, out: &Output) -> anyhow::Result<()> {
         let mark = if best == t {
             "=".to_string()
         } else {
-            format!("{:?}", token_out(&model, best).text)
+            format!("{:?}", token_out(model, best).text)
         };
         println!(
             "{i:>4}  {:<20} {lp:>9.4} {:>8.4}  {mark}",
-            format!("{:?}", token_out(&model, t).text),
+            format!("{:?}", token_out(model, t).text),
             lp.exp()
         );
     }
@@ -182,6 +213,11 @@ pub(crate) struct InspectArgs {
     model: ModelArgs,
     #[command(flatten)]
     prompt: PromptArgs,
+    #[command(flatten)]
+    images: ImageArgs,
+    /// Also capture the logits at every position (`logits`, `[tokens, vocab]`).
+    #[arg(long)]
+    all_logits: bool,
     /// Capture points, by name or pattern: blocks.L.resid_pre, blocks.L.resid_mid,
     /// blocks.L.resid_post, blocks.L.attn.pattern, blocks.L.attn.out, blocks.L.mlp.out,
     /// final_norm; L may be `*`. Repeatable.
@@ -210,31 +246,50 @@ pub(crate) fn inspect(args: InspectArgs, out: &Output) -> anyhow::Result<()> {
         check_output(path, args.force)?;
     }
     let prompt = args.prompt.prompt()?;
-    let model = args.model.load()?;
-    let text = prompt.render(&model)?;
-    let templated = !prompt.raw && model.has_chat_template();
-    let encoding = model
-        .tokenizer()
-        .encode(&text, !templated && model.tokenizer().wants_bos())
-        .map_err(glassbox::runtime::RuntimeError::from)?;
+    let images = args.images.decode()?;
+    let any = args.model.load_any()?;
+    let (model, text, ids, offsets, input, placements) = match &any {
+        AnyModel::Text(model) => {
+            args.images.check_text_model(model)?;
+            let text = prompt.render(model)?;
+            let templated = !prompt.raw && model.has_chat_template();
+            let encoding = model
+                .tokenizer()
+                .encode(&text, !templated && model.tokenizer().wants_bos())
+                .map_err(glassbox::runtime::RuntimeError::from)?;
+            let input = RowInput::Tokens(encoding.ids.clone());
+            (model, text, encoding.ids, encoding.offsets, input, None)
+        }
+        AnyModel::Vision(vlm) => {
+            let p = vision_prompt(vlm, &prompt, &images, &args.images)?;
+            let input = RowInput::Embeddings(p.embeddings);
+            (vlm.text(), p.text, p.ids, p.offsets, input, Some(p.images))
+        }
+    };
     let capture = Capture::parse(&args.captures, model.config().num_layers)?;
     let start = Instant::now();
+    let row = match input {
+        RowInput::Tokens(ids) => Row::tokens(ids),
+        RowInput::Embeddings(e) => Row::embeddings(e),
+    };
+    let logits_at = if args.all_logits {
+        LogitsAt::All
+    } else {
+        LogitsAt::Last
+    };
     let output = model
-        .forward(
-            vec![Row::tokens(encoding.ids.clone()).with_logits(LogitsAt::Last)],
-            &capture,
-        )?
+        .forward(vec![row.with_logits(logits_at)], &capture)?
         .remove(0);
     let seconds = start.elapsed().as_secs_f64();
     let logits = output.logits.as_ref().context("logits of the last token")?;
-    let last = logits.at(0);
+    let last = logits.at(logits.positions.len() - 1);
     let mut order: Vec<usize> = (0..last.len()).collect();
     order.sort_by(|&a, &b| last[b].total_cmp(&last[a]));
     let top: Vec<serde_json::Value> = order
         .iter()
         .take(args.top)
         .map(|&i| {
-            let t = token_out(&model, i as u32);
+            let t = token_out(model, i as u32);
             serde_json::json!({
                 "id": t.id,
                 "text": t.text,
@@ -242,16 +297,15 @@ pub(crate) fn inspect(args: InspectArgs, out: &Output) -> anyhow::Result<()> {
             })
         })
         .collect();
-    let tokens: Vec<serde_json::Value> = encoding
-        .ids
+    let tokens: Vec<serde_json::Value> = ids
         .iter()
-        .zip(&encoding.offsets)
+        .zip(&offsets)
         .map(|(&id, &(s, e))| {
-            let t = token_out(&model, id);
+            let t = token_out(model, id);
             serde_json::json!({"id": id, "text": t.text, "chars": [s, e]})
         })
         .collect();
-    let captures: Vec<CapturedArray> = output
+    let mut captures: Vec<CapturedArray> = output
         .activations
         .iter()
         .map(|(hook, a)| CapturedArray {
@@ -260,9 +314,17 @@ pub(crate) fn inspect(args: InspectArgs, out: &Output) -> anyhow::Result<()> {
             data: a.data.clone(),
         })
         .collect();
+    if args.all_logits {
+        captures.push(CapturedArray {
+            name: "logits".into(),
+            shape: logits.values.shape.clone(),
+            data: logits.values.data.clone(),
+        });
+    }
     let report = serde_json::json!({
         "model": model.info().name,
         "prompt": text,
+        "images": placements,
         "tokens": tokens,
         "next_token": top,
         "captures": captures,
@@ -278,11 +340,7 @@ pub(crate) fn inspect(args: InspectArgs, out: &Output) -> anyhow::Result<()> {
         }
         return out.print_json(&serde_json::json!({"written": args.output}));
     }
-    println!(
-        "{} tokens, forward pass {:.3} s",
-        encoding.ids.len(),
-        seconds
-    );
+    println!("{} tokens, forward pass {:.3} s", ids.len(), seconds);
     println!("next token:");
     for t in &top {
         println!(
@@ -309,11 +367,7 @@ pub(crate) fn inspect(args: InspectArgs, out: &Output) -> anyhow::Result<()> {
                 .iter()
                 .take(3)
                 .map(|&j| {
-                    format!(
-                        "{:?} {:.2}",
-                        token_out(&model, encoding.ids[j]).text,
-                        mean[j]
-                    )
+                    format!("{:?} {:.2}", token_out(model, ids[j]).text, mean[j])
                 })
                 .collect();
             print!("  last token attends to {}", best.join(", "));
@@ -322,8 +376,24 @@ pub(crate) fn inspect(args: InspectArgs, out: &Output) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.output {
         println!("full capture written to {}", path.display());
-    } else if !output.activations.is_empty() {
+    } else if !captures.is_empty() {
         println!("(use --output FILE or --json for the captured values)");
     }
     Ok(())
+}
+
+/// The prompt of a vision-language model with its images: the user's text in the chat
+/// template after the images, or a --raw text with `<image>` where each image goes.
+pub(crate) fn vision_prompt(
+    model: &VisionLanguageModel,
+    prompt: &glassbox::Prompt,
+    images: &[RgbImage],
+    args: &ImageArgs,
+) -> anyhow::Result<glassbox::vision::Prompt> {
+    let text = if prompt.raw {
+        prompt.user.clone()
+    } else {
+        model.chat_prompt_with_system(prompt.system.as_deref(), &prompt.user, images.len())?
+    };
+    Ok(model.prompt(&text, images, args.splitting())?.0)
 }

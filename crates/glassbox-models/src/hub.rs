@@ -15,7 +15,15 @@ use crate::manifest::HubRepo;
 /// Files a model directory must have.
 const REQUIRED: &[&str] = &["config.json", "tokenizer.json"];
 /// Files used when present.
-const OPTIONAL: &[&str] = &["tokenizer_config.json", "generation_config.json"];
+/// Files used when present (the last four: vision-language processors and chat templates).
+const OPTIONAL: &[&str] = &[
+    "tokenizer_config.json",
+    "generation_config.json",
+    "processor_config.json",
+    "preprocessor_config.json",
+    "chat_template.json",
+    "chat_template.jinja",
+];
 /// Index of sharded safetensors weights.
 const SHARD_INDEX: &str = "model.safetensors.index.json";
 const SINGLE_WEIGHTS: &str = "model.safetensors";

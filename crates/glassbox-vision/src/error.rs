@@ -6,11 +6,8 @@ use glassbox_runtime::RuntimeError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VisionError {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{}: cannot read it ({message})", path.display())]
+    Io { path: PathBuf, message: String },
     #[error("{}: not a readable image ({message}); Glassbox reads PNG and JPEG", path.display())]
     BadImage { path: PathBuf, message: String },
     #[error("{}: the image has no pixels ({width}×{height})", path.display())]

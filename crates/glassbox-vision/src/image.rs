@@ -27,9 +27,9 @@ impl RgbImage {
     /// Reads a PNG or JPEG file. Grey is spread to three channels and transparency is
     /// composited onto white, as Transformers' `convert_to_rgb` does before processing.
     pub fn open(path: &Path) -> Result<Self, VisionError> {
-        let bytes = std::fs::read(path).map_err(|source| VisionError::Io {
+        let bytes = std::fs::read(path).map_err(|e| VisionError::Io {
             path: path.to_path_buf(),
-            source,
+            message: e.to_string(),
         })?;
         Self::decode(&bytes, path)
     }

@@ -5,7 +5,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use glassbox_runtime::{
-    Capture, EmbeddedDecoder, GenerateOptions, Generation, KvCache, LoadOptions, LogitsAt, Model,
+    Capture, ContinuationScore, EmbeddedDecoder, GenerateOptions, Generation, KvCache, LoadOptions, LogitsAt, Model,
     Row, RuntimeError,
 };
 use serde::Serialize;
@@ -258,6 +258,16 @@ impl VisionLanguageModel {
     /// A chat prompt with `images` image slots before `question`, in the model's template (or
     /// the slots then the question when it has none).
     pub fn chat_prompt(&self, question: &str, images: usize) -> Result<String, VisionError> {
+        self.chat_prompt_with_system(None, question, images)
+    }
+
+    /// [`VisionLanguageModel::chat_prompt`] with a system message first.
+    pub fn chat_prompt_with_system(
+        &self,
+        system: Option<&str>,
+        question: &str,
+        images: usize,
+    ) -> Result<String, VisionError> {
         if !self.text.has_chat_template() {
             return Ok(format!("{}{question}", IMAGE_TOKEN.repeat(images)));
         }
@@ -265,8 +275,43 @@ impl VisionLanguageModel {
             .map(|_| serde_json::json!({"type": "image"}))
             .collect();
         content.push(serde_json::json!({"type": "text", "text": question}));
-        let message = serde_json::json!({"role": "user", "content": content});
-        Ok(self.text.render_chat(&[message], true)?)
+        let mut messages = Vec::new();
+        if let Some(system) = system {
+            messages.push(serde_json::json!({
+                "role": "system",
+                "content": [{"type": "text", "text": system}],
+            }));
+        }
+        messages.push(serde_json::json!({"role": "user", "content": content}));
+        Ok(self.text.render_chat(&messages, true)?)
+    }
+
+    /// Log-probabilities of `continuation` after `prompt` (teacher forcing, one pass).
+    pub fn score(
+        &self,
+        prompt: &Prompt,
+        continuation: &[u32],
+    ) -> Result<ContinuationScore, VisionError> {
+        if continuation.is_empty() || prompt.ids.is_empty() {
+            return Err(RuntimeError::EmptyInput.into());
+        }
+        let n = prompt.ids.len();
+        let mut embeddings = prompt.embeddings.clone();
+        embeddings.extend(self.text.embed(continuation)?.data);
+        let row = Row::embeddings(embeddings)
+            .with_logits(LogitsAt::Range(n - 1..n - 1 + continuation.len()))
+            .with_score(continuation.to_vec());
+        let scores = self
+            .text
+            .forward(vec![row], &Capture::none())?
+            .remove(0)
+            .scores
+            .expect("scores were asked for");
+        Ok(ContinuationScore {
+            tokens: continuation.to_vec(),
+            logprobs: scores.iter().map(|s| s.logprob).collect(),
+            argmax: scores.iter().map(|s| s.argmax).collect(),
+        })
     }
 
     /// Processes `images` (tiles, split grid) as the model's processor does.

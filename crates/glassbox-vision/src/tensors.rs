@@ -17,9 +17,9 @@ pub(crate) struct Tensors {
 impl Tensors {
     pub(crate) fn open(dir: &Path) -> Result<Self, VisionError> {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|source| VisionError::Io {
+            .map_err(|e| VisionError::Io {
                 path: dir.to_path_buf(),
-                source,
+                message: e.to_string(),
             })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
