@@ -82,7 +82,7 @@ pub fn load_model(
 
 /// A loaded model of either kind.
 pub enum AnyModel {
-    Text(Model),
+    Text(Box<Model>),
     /// A vision-language model (its text decoder is [`glassbox_vision::VisionLanguageModel::text`]).
     Vision(Box<glassbox_vision::VisionLanguageModel>),
 }
@@ -107,11 +107,19 @@ pub fn load_any_model(
 ) -> Result<AnyModel, Error> {
     let resolved = glassbox_models::resolve(spec, &Cache::from_env(), fetch, progress)?;
     Ok(match &resolved.files {
-        ModelFiles::HfDir(dir) if glassbox_vision::is_vision_checkpoint(dir) => AnyModel::Vision(
-            Box::new(glassbox_vision::VisionLanguageModel::load(dir, &resolved.name, options)?),
-        ),
-        ModelFiles::Gguf(path) => AnyModel::Text(Model::load_gguf(path, &resolved.name, options)?),
-        ModelFiles::HfDir(dir) => AnyModel::Text(Model::load_hf_dir(dir, &resolved.name, options)?),
+        ModelFiles::HfDir(dir) if glassbox_vision::is_vision_checkpoint(dir) => {
+            AnyModel::Vision(Box::new(glassbox_vision::VisionLanguageModel::load(
+                dir,
+                &resolved.name,
+                options,
+            )?))
+        }
+        ModelFiles::Gguf(path) => {
+            AnyModel::Text(Box::new(Model::load_gguf(path, &resolved.name, options)?))
+        }
+        ModelFiles::HfDir(dir) => {
+            AnyModel::Text(Box::new(Model::load_hf_dir(dir, &resolved.name, options)?))
+        }
     })
 }
 

@@ -15,6 +15,7 @@ mod input;
 mod models;
 mod progress;
 mod run;
+mod tam;
 mod view;
 
 use std::process::ExitCode;
@@ -66,6 +67,9 @@ enum Command {
     Evaluate(faithfulness::EvaluateArgs),
     /// Agreement of two saved explanations of one input (top-k, rank, sign, correlations).
     Compare(faithfulness::CompareArgs),
+    /// Token activation maps: where in the image(s) a vision-language model looked for each
+    /// word of its answer (or of a given caption); PNG overlays, an HTML page and JSON.
+    Tam(tam::TamArgs),
     /// Re-render a saved result (terminal or HTML).
     View(view::ViewArgs),
     /// List methods, targets, units, perturbations or capture points, with one-line
@@ -153,6 +157,7 @@ fn main() -> ExitCode {
         Command::SelfExplain(args) => faithfulness::run_self_explain(args, &out),
         Command::Evaluate(args) => faithfulness::run_evaluate(args, &out),
         Command::Compare(args) => faithfulness::run_compare(args, &out),
+        Command::Tam(args) => tam::run(args, &out),
         Command::View(args) => view::view(args, &out),
         Command::List { what } => list(what, &out),
         Command::Bench(cmd) => cmd.run(&out),

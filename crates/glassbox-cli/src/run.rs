@@ -6,7 +6,9 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use glassbox::vision::{RgbImage, VisionLanguageModel};
-use glassbox::{AnyModel, Capture, GenerateOptions, Hook, LogitsAt, Model, Row, RowInput, Sampling};
+use glassbox::{
+    AnyModel, Capture, GenerateOptions, Hook, LogitsAt, Model, Row, RowInput, Sampling,
+};
 use serde::Serialize;
 
 use crate::input::{ImageArgs, ModelArgs, PromptArgs, check_output, read_text};
@@ -78,6 +80,7 @@ pub(crate) fn generate(args: GenerateArgs, out: &Output) -> anyhow::Result<()> {
     let start = Instant::now();
     let (model, text, prompt_tokens, placements, generation) = match &any {
         AnyModel::Text(model) => {
+            let model: &Model = model;
             args.images.check_text_model(model)?;
             let ids = prompt.tokens(model)?;
             let generation = model.generate(&ids, &options)?;
@@ -86,7 +89,13 @@ pub(crate) fn generate(args: GenerateArgs, out: &Output) -> anyhow::Result<()> {
         AnyModel::Vision(vlm) => {
             let p = vision_prompt(vlm, &prompt, &images, &args.images)?;
             let generation = vlm.generate(&p, &options)?;
-            (vlm.text(), p.text.clone(), p.ids.len(), Some(p.images), generation)
+            (
+                vlm.text(),
+                p.text.clone(),
+                p.ids.len(),
+                Some(p.images),
+                generation,
+            )
         }
     };
     let seconds = start.elapsed().as_secs_f64();
@@ -152,6 +161,7 @@ pub(crate) fn score(args: ScoreArgs, out: &Output) -> anyhow::Result<()> {
     let start = Instant::now();
     let (model, text, prompt_tokens, placements, scored) = match &any {
         AnyModel::Text(model) => {
+            let model: &Model = model;
             args.images.check_text_model(model)?;
             let context = prompt.tokens(model)?;
             let scored = model.score(&context, &cont)?;
@@ -160,7 +170,13 @@ pub(crate) fn score(args: ScoreArgs, out: &Output) -> anyhow::Result<()> {
         AnyModel::Vision(vlm) => {
             let p = vision_prompt(vlm, &prompt, &images, &args.images)?;
             let scored = vlm.score(&p, &cont)?;
-            (vlm.text(), p.text.clone(), p.ids.len(), Some(p.images), scored)
+            (
+                vlm.text(),
+                p.text.clone(),
+                p.ids.len(),
+                Some(p.images),
+                scored,
+            )
         }
     };
     let seconds = start.elapsed().as_secs_f64();
@@ -250,6 +266,7 @@ pub(crate) fn inspect(args: InspectArgs, out: &Output) -> anyhow::Result<()> {
     let any = args.model.load_any()?;
     let (model, text, ids, offsets, input, placements) = match &any {
         AnyModel::Text(model) => {
+            let model: &Model = model;
             args.images.check_text_model(model)?;
             let text = prompt.render(model)?;
             let templated = !prompt.raw && model.has_chat_template();
@@ -366,9 +383,7 @@ pub(crate) fn inspect(args: InspectArgs, out: &Output) -> anyhow::Result<()> {
             let best: Vec<String> = idx
                 .iter()
                 .take(3)
-                .map(|&j| {
-                    format!("{:?} {:.2}", token_out(model, ids[j]).text, mean[j])
-                })
+                .map(|&j| format!("{:?} {:.2}", token_out(model, ids[j]).text, mean[j]))
                 .collect();
             print!("  last token attends to {}", best.join(", "));
         }

@@ -10,7 +10,8 @@ use crate::{Output, UsageError};
 
 #[derive(Args)]
 pub(crate) struct ViewArgs {
-    /// A result saved with `--output` by `glassbox cite` or `glassbox attribute`.
+    /// A result saved with `--output` by `glassbox cite` or `glassbox attribute`, or the
+    /// tam.json of `glassbox tam`.
     result: PathBuf,
     /// Write a self-contained HTML report here.
     #[arg(long)]
@@ -37,6 +38,22 @@ pub(crate) fn view(args: ViewArgs, out: &Output) -> anyhow::Result<()> {
         .map_err(|e| bad(&e))?
         .get("schema")
         .and_then(|s| s.as_str().map(str::to_string));
+    if schema.as_deref() == Some(glassbox::maps::TAM_SCHEMA) {
+        let report = glassbox::maps::TamReport::from_json(&text).map_err(|e| bad(&e))?;
+        if let Some(path) = &args.html {
+            // Overlays are drawn again over the images, read from where the report says.
+            let pixels: Vec<Vec<u8>> = report
+                .images
+                .iter()
+                .map(|i| {
+                    glassbox::vision::RgbImage::open(std::path::Path::new(&i.path)).map(|r| r.data)
+                })
+                .collect::<Result<_, _>>()?;
+            std::fs::write(path, glassbox::maps::render_tam_html(&report, &pixels))
+                .map_err(|e| UsageError(format!("writing {}: {e}", path.display())))?;
+        }
+        return crate::tam::show(&report, None, out);
+    }
     if schema.as_deref() == Some(ATTRIBUTE_SCHEMA) {
         let report = AttributeReport::from_json(&text).map_err(|e| bad(&e))?;
         let aggregate = match args.aggregate.as_deref() {

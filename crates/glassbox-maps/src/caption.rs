@@ -12,7 +12,7 @@ use crate::grid::Grid;
 use crate::tam::{ContextToken, Mode, ReferenceQuirks, TamError, TamInput, TokenMap, tam};
 
 /// Which TAM to compute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModeChoice {
     #[default]
@@ -114,13 +114,15 @@ pub fn explain_answer(
         .expect("captured")
         .data;
     let tokenizer = text.tokenizer();
+    // Vocabulary pieces tell tokens apart (two different byte tokens both decode to U+FFFD);
+    // decoded text is for display.
     let token_text = |id: u32| tokenizer.token_str(id).unwrap_or_default();
     let answer_tokens: Vec<AnswerToken> = answer
         .iter()
         .enumerate()
         .map(|(j, &id)| AnswerToken {
             id,
-            text: token_text(id),
+            text: tokenizer.decode(&[id]).unwrap_or_else(|_| token_text(id)),
             position: n + j,
             logprob: log_softmax_at(logits.at(j), id),
         })
@@ -148,7 +150,7 @@ pub fn explain_answer(
         .map(|a| ContextToken {
             position: a.position - 1,
             token: a.id,
-            text: a.text.clone(),
+            text: token_text(a.id),
         })
         .collect();
     let mode = match mode {

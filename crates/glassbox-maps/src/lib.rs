@@ -11,15 +11,22 @@
 mod caption;
 mod filter;
 mod grid;
+mod html;
 mod metrics;
 mod render;
+mod report;
 mod tam;
 
 pub use caption::{AnswerMaps, AnswerToken, ExplainError, ModeChoice, explain_answer};
 pub use filter::rank_gaussian_filter;
 pub use grid::{Grid, upsample_bilinear};
+pub use html::render_tam_html;
 pub use metrics::{MapScores, interference, otsu_threshold, pointing_hit, score_map, to_u8};
 pub use render::{Overlay, contact_sheet, jet, overlay};
+pub use report::{
+    MAP_KINDS, ReportImage, ReportTile, ReportToken, ReportWord, TAM_SCHEMA, TamReport, TilePlace,
+    words,
+};
 pub use tam::{
     ContextToken, Mode, Reduce, ReferenceQuirks, TamError, TamInput, TokenMap, Variant,
     VariantMaps, merge_maps, tam,

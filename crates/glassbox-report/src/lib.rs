@@ -5,6 +5,7 @@
 //! compared and re-rendered without the model. Renderings are views over that data: a
 //! terminal view with 24-bit colour (or plain text) and a self-contained HTML page.
 
+pub mod browser;
 mod heatmap;
 mod html;
 mod schema;

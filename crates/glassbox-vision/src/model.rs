@@ -5,8 +5,8 @@ use std::ops::Range;
 use std::path::Path;
 
 use glassbox_runtime::{
-    Capture, ContinuationScore, EmbeddedDecoder, GenerateOptions, Generation, KvCache, LoadOptions, LogitsAt, Model,
-    Row, RuntimeError,
+    Capture, ContinuationScore, EmbeddedDecoder, GenerateOptions, Generation, KvCache, LoadOptions,
+    LogitsAt, Model, Row, RuntimeError,
 };
 use serde::Serialize;
 use serde_json::Value;
