@@ -250,6 +250,34 @@ multiversion! {
     }
 }
 
+/// `erf(x)` to about 1.5e-7 (Abramowitz & Stegun 7.1.26), enough for an f32 activation.
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [
+        0.254_829_6,
+        -0.284_496_74,
+        1.421_413_7,
+        -1.453_152_1,
+        1.061_405_4,
+    ];
+    let a = x.abs();
+    let t = 1.0 / P.mul_add(a, 1.0);
+    let poly = t * A[0] + t * t * (A[1] + t * (A[2] + t * (A[3] + t * A[4])));
+    let y = 1.0 - poly * exp(-a * a);
+    y.copysign(x)
+}
+
+multiversion! {
+    /// `x = gelu(x)` in place, the exact (erf) form: `x·½(1 + erf(x/√2))` (PyTorch's
+    /// default `gelu`, used by LLaVA's projector).
+    pub fn gelu_erf_in_place(x: &mut [f32]) {
+        for v in x.iter_mut() {
+            *v *= 0.5 * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+}
+
 multiversion! {
     /// `x = gelu_tanh(x)` in place (the MLP activation of SigLIP, `gelu_pytorch_tanh`).
     pub fn gelu_tanh_in_place(x: &mut [f32]) {
@@ -348,6 +376,38 @@ mod tests {
 
     fn ulp_diff(a: f32, b: f32) -> u32 {
         (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+    }
+
+    #[test]
+    fn exact_gelu_matches_reference_values() {
+        // x·Φ(x), Φ the standard normal CDF (values from PyTorch's gelu in f64).
+        let mut x = [-3.0f32, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 6.0];
+        let want = [
+            -0.004_049_9,
+            -0.158_655_25,
+            -0.154_268_48,
+            0.0,
+            0.345_731_5,
+            0.841_344_7,
+            1.954_499_7,
+            5.999_999_9,
+        ];
+        gelu_erf_in_place(&mut x);
+        for (got, want) in x.iter().zip(want) {
+            assert!((got - want).abs() < 3e-7, "{got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn layer_norm_centres_and_scales() {
+        let mut x = [1.0f32, 2.0, 3.0, 4.0];
+        layer_norm_rows_in_place(&mut x, &[1.0, 1.0, 2.0, 2.0], &[0.0, 0.5, 0.0, 0.0], 0.0);
+        // mean 2.5, biased variance 1.25.
+        let s = 1.25f32.sqrt();
+        let want = [-1.5 / s, -0.5 / s + 0.5, 2.0 * 0.5 / s, 2.0 * 1.5 / s];
+        for (a, b) in x.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
     }
 
     #[test]

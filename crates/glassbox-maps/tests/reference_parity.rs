@@ -52,7 +52,9 @@ fn reference_mode_reproduces_the_reference_code() {
         let prompt_text = model.chat_prompt(question, images.len()).unwrap();
         // The reference's own pixel values (the JPEG decodes a few levels apart; the processor
         // is checked on its own in the vision crate).
-        let layout = model.process(&images, case["image_splitting"].as_bool().unwrap());
+        let layout = model
+            .process(&images, case["image_splitting"].as_bool())
+            .unwrap();
         let key = case["key"].as_str().unwrap();
         let pixels: Vec<f32> = pixel_values[&format!("{key}.pixel_values")]
             .flatten_all()

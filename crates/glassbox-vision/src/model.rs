@@ -13,12 +13,70 @@ use serde_json::Value;
 
 use crate::error::VisionError;
 use crate::image::RgbImage;
-use crate::processor::{IMAGE_TOKEN, Idefics3Processing, ProcessedImage};
+use crate::processor::{
+    FixedProcessing, IMAGE_TOKEN, Idefics3Processing, ProcessedImage, Processing,
+};
 use crate::tensors::{Dense, Tensors};
 use crate::tower::{TowerConfig, VisionTower};
 
 /// Architectures (`config.json`'s `architectures`) this crate loads.
-pub const SUPPORTED_ARCHITECTURES: [&str; 1] = ["Idefics3ForConditionalGeneration"];
+pub const SUPPORTED_ARCHITECTURES: [&str; 2] = [
+    "Idefics3ForConditionalGeneration",
+    "LlavaForConditionalGeneration",
+];
+
+/// Where a checkpoint keeps its parts. Transformers 5 writes LLaVA as `model.vision_tower.…`,
+/// `model.language_model.…` or in the older `vision_tower.vision_model.…`,
+/// `language_model.model.…` layout; both are read.
+struct Names {
+    tower: &'static str,
+    connector: &'static str,
+    text: &'static str,
+    lm_head: &'static str,
+}
+
+impl Names {
+    fn find(architecture: &str, tensors: &Tensors) -> Self {
+        if architecture != "LlavaForConditionalGeneration" {
+            return Self {
+                tower: "model.vision_model.",
+                connector: "model.connector.",
+                text: "model.text_model.",
+                lm_head: "lm_head.weight",
+            };
+        }
+        let first = |candidates: &[&'static str], probe: &str| -> &'static str {
+            candidates
+                .iter()
+                .find(|c| tensors.has(&format!("{c}{probe}")))
+                .copied()
+                .unwrap_or(candidates[0])
+        };
+        Self {
+            tower: first(
+                &[
+                    "model.vision_tower.vision_model.",
+                    "model.vision_tower.",
+                    "vision_tower.vision_model.",
+                    "vision_tower.",
+                ],
+                "embeddings.patch_embedding.weight",
+            ),
+            connector: first(
+                &["model.multi_modal_projector.", "multi_modal_projector."],
+                "linear_1.weight",
+            ),
+            text: first(
+                &["model.language_model.", "language_model.model."],
+                "embed_tokens.weight",
+            ),
+            lm_head: ["lm_head.weight", "language_model.lm_head.weight"]
+                .into_iter()
+                .find(|n| tensors.has(n))
+                .unwrap_or("lm_head.weight"),
+        }
+    }
+}
 
 /// Whether `dir` holds a vision-language checkpoint (whose `config.json` names a multimodal
 /// architecture or has a `vision_config`), so callers can pick the loader.
@@ -28,31 +86,51 @@ pub fn is_vision_checkpoint(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Idefics3's connector: pixel shuffle (each `scale × scale` block of patches becomes one
-/// token with `scale²` times the features) and one linear projection into the text model.
-struct Connector {
-    scale: usize,
-    proj: Dense,
+/// How tower features become text-model input embeddings.
+enum Connector {
+    /// Idefics3: pixel shuffle (each `scale × scale` block of patches becomes one token with
+    /// `scale²` times the features), then one linear projection.
+    PixelShuffle { scale: usize, proj: Dense },
+    /// LLaVA: a two-layer MLP with exact GELU between, per patch.
+    Mlp { first: Dense, second: Dense },
 }
 
 impl Connector {
     /// `[tiles, tokens, text_hidden]` of tower features `[tiles, grid², d]`.
     fn forward(&self, features: &[f32], tiles: usize, grid: usize, d: usize) -> Vec<f32> {
-        let s = self.scale;
-        let g = grid / s;
-        let width = d * s * s;
-        let mut shuffled = vec![0f32; tiles * g * g * width];
-        for t in 0..tiles {
-            for row in 0..grid {
-                for col in 0..grid {
-                    let src = &features[((t * grid + row) * grid + col) * d..][..d];
-                    let token = (t * g + row / s) * g + col / s;
-                    let slot = (row % s) * s + col % s;
-                    shuffled[token * width + slot * d..][..d].copy_from_slice(src);
+        match self {
+            Connector::PixelShuffle { scale, proj } => {
+                let s = *scale;
+                let g = grid / s;
+                let width = d * s * s;
+                let mut shuffled = vec![0f32; tiles * g * g * width];
+                for t in 0..tiles {
+                    for row in 0..grid {
+                        for col in 0..grid {
+                            let src = &features[((t * grid + row) * grid + col) * d..][..d];
+                            let token = (t * g + row / s) * g + col / s;
+                            let slot = (row % s) * s + col % s;
+                            shuffled[token * width + slot * d..][..d].copy_from_slice(src);
+                        }
+                    }
                 }
+                proj.apply(&shuffled, tiles * g * g)
+            }
+            Connector::Mlp { first, second } => {
+                let rows = tiles * grid * grid;
+                let mut h = first.apply(features, rows);
+                glassbox_kernels::math::gelu_erf_in_place(&mut h);
+                second.apply(&h, rows)
             }
         }
-        self.proj.apply(&shuffled, tiles * g * g)
+    }
+
+    /// Token-grid side of a tile.
+    fn grid(&self, tower_grid: usize) -> usize {
+        match self {
+            Connector::PixelShuffle { scale, .. } => tower_grid / scale,
+            Connector::Mlp { .. } => tower_grid,
+        }
     }
 }
 
@@ -143,7 +221,7 @@ pub struct VisionLanguageModel {
     text: Model,
     tower: VisionTower,
     connector: Connector,
-    processing: Idefics3Processing,
+    processing: Processing,
     image_token: u32,
     architecture: String,
 }
@@ -165,52 +243,140 @@ impl VisionLanguageModel {
             });
         }
         let text_config = decoder_config(&config, &config_path)?;
+        let tensors = Tensors::open(dir)?;
+        let names = Names::find(&architecture, &tensors);
         let text = Model::load_hf_decoder(
             dir,
             EmbeddedDecoder {
                 config: text_config,
-                prefix: "model.text_model.",
-                lm_head: "lm_head.weight",
+                prefix: names.text,
+                lm_head: names.lm_head,
             },
             name,
             options,
         )?;
-        let tower_config = TowerConfig::from_json(&config["vision_config"], &config_path)?;
-        let scale = config["scale_factor"].as_u64().unwrap_or(2) as usize;
-        let grid = tower_config.grid();
-        if scale == 0 || !grid.is_multiple_of(scale) {
-            return Err(VisionError::bad_config(
-                &config_path,
-                "scale_factor",
-                format!("must divide the tower's {grid}-patch grid"),
-            ));
-        }
-        let processing = Idefics3Processing::from_dir(dir)?;
-        let tokens_per_tile = (grid / scale).pow(2);
-        if processing.image_seq_len != tokens_per_tile {
+        let mut tower_config = TowerConfig::from_json(&config["vision_config"], &config_path)?;
+        let d = tower_config.hidden_size;
+        let text_hidden = text.config().hidden_size;
+        let llava = architecture == "LlavaForConditionalGeneration";
+        let (connector, processing, post_norm) = if llava {
+            // The tower's hidden state after `vision_feature_layer` layers (negative: from the
+            // end), without the final layer norm; only those layers are loaded.
+            let layers = tower_config.num_layers as i64;
+            let feature = config["vision_feature_layer"].as_i64().unwrap_or(-2);
+            let keep = if feature < 0 {
+                layers + 1 + feature
+            } else {
+                feature
+            };
+            if !(0..=layers).contains(&keep) {
+                return Err(VisionError::bad_config(
+                    &config_path,
+                    "vision_feature_layer",
+                    format!("{feature} is outside the tower's {layers} layers"),
+                ));
+            }
+            let strategy = config["vision_feature_select_strategy"]
+                .as_str()
+                .unwrap_or("default");
+            if strategy != "full" {
+                return Err(VisionError::bad_config(
+                    &config_path,
+                    "vision_feature_select_strategy",
+                    format!(
+                        "`{strategy}` drops a class token, which SigLIP towers do not have; \
+                         use `full` (CLIP towers are not implemented)"
+                    ),
+                ));
+            }
+            if config["projector_hidden_act"].as_str().unwrap_or("gelu") != "gelu" {
+                return Err(VisionError::bad_config(
+                    &config_path,
+                    "projector_hidden_act",
+                    "only `gelu` is implemented",
+                ));
+            }
+            tower_config.num_layers = keep as usize;
+            let bias = config["multimodal_projector_bias"]
+                .as_bool()
+                .unwrap_or(true);
+            let connector = Connector::Mlp {
+                first: tensors.linear(
+                    &format!("{}linear_1", names.connector),
+                    text_hidden,
+                    d,
+                    bias,
+                )?,
+                second: tensors.linear(
+                    &format!("{}linear_2", names.connector),
+                    text_hidden,
+                    text_hidden,
+                    bias,
+                )?,
+            };
+            let processing =
+                Processing::Fixed(FixedProcessing::from_dir(dir, tower_config.patches())?);
+            (connector, processing, false)
+        } else {
+            let scale = config["scale_factor"].as_u64().unwrap_or(2) as usize;
+            let grid = tower_config.grid();
+            if scale == 0 || !grid.is_multiple_of(scale) {
+                return Err(VisionError::bad_config(
+                    &config_path,
+                    "scale_factor",
+                    format!("must divide the tower's {grid}-patch grid"),
+                ));
+            }
+            let processing = Idefics3Processing::from_dir(dir)?;
+            if processing.tile as usize != tower_config.image_size {
+                return Err(VisionError::bad_config(
+                    &config_path,
+                    "max_image_size",
+                    format!(
+                        "tiles of {} pixels do not fit the tower's {}",
+                        processing.tile, tower_config.image_size
+                    ),
+                ));
+            }
+            let proj = tensors.linear(
+                &format!("{}modality_projection.proj", names.connector),
+                text_hidden,
+                d * scale * scale,
+                false,
+            )?;
+            let connector = Connector::PixelShuffle { scale, proj };
+            (connector, Processing::Idefics3(processing), true)
+        };
+        let tokens_per_tile = connector.grid(tower_config.grid()).pow(2);
+        if processing.tokens_per_tile() != tokens_per_tile {
             return Err(VisionError::bad_config(
                 &config_path,
                 "image_seq_len",
                 format!(
                     "the processor writes {} image tokens a tile but the connector makes {tokens_per_tile}",
-                    processing.image_seq_len
+                    processing.tokens_per_tile()
                 ),
             ));
         }
-        if processing.tile as usize != tower_config.image_size {
+        if let Processing::Fixed(p) = &processing
+            && (p.width as usize != tower_config.image_size
+                || p.height as usize != tower_config.image_size)
+        {
             return Err(VisionError::bad_config(
                 &config_path,
-                "max_image_size",
+                "size",
                 format!(
-                    "tiles of {} pixels do not fit the tower's {}",
-                    processing.tile, tower_config.image_size
+                    "images of {}×{} do not fit the tower's {}",
+                    p.width, p.height, tower_config.image_size
                 ),
             ));
         }
         let image_token = text.tokenizer().token_id(IMAGE_TOKEN).ok_or_else(|| {
             VisionError::bad_config(dir, "tokenizer.json", "has no `<image>` token")
         })?;
-        if let Some(id) = config["image_token_id"].as_u64()
+        if let Some(id) = config["image_token_id"]
+            .as_u64()
+            .or(config["image_token_index"].as_u64())
             && id != image_token as u64
         {
             return Err(VisionError::bad_config(
@@ -219,19 +385,11 @@ impl VisionLanguageModel {
                 format!("is {id} but the tokenizer's `<image>` is {image_token}"),
             ));
         }
-        let tensors = Tensors::open(dir)?;
-        let d = tower_config.hidden_size;
-        let tower = VisionTower::load(&tensors, "model.vision_model.", tower_config, true)?;
-        let proj = tensors.linear(
-            "model.connector.modality_projection.proj",
-            text.config().hidden_size,
-            d * scale * scale,
-            false,
-        )?;
+        let tower = VisionTower::load(&tensors, names.tower, tower_config, post_norm)?;
         Ok(Self {
             text,
             tower,
-            connector: Connector { scale, proj },
+            connector,
             processing,
             image_token,
             architecture,
@@ -247,7 +405,7 @@ impl VisionLanguageModel {
         &self.architecture
     }
 
-    pub fn processing(&self) -> &Idefics3Processing {
+    pub fn processing(&self) -> &Processing {
         &self.processing
     }
 
@@ -314,8 +472,13 @@ impl VisionLanguageModel {
         })
     }
 
-    /// Processes `images` (tiles, split grid) as the model's processor does.
-    pub fn process(&self, images: &[RgbImage], splitting: bool) -> Vec<ProcessedImage> {
+    /// Processes `images` (tiles, split grid) as the model's processor does; `splitting`
+    /// overrides the processor's setting.
+    pub fn process(
+        &self,
+        images: &[RgbImage],
+        splitting: Option<bool>,
+    ) -> Result<Vec<ProcessedImage>, VisionError> {
         images
             .iter()
             .map(|i| self.processing.process(i, splitting))
@@ -330,6 +493,10 @@ impl VisionLanguageModel {
         let tokens = self
             .connector
             .forward(&tower, pixels.len(), c.grid(), c.hidden_size);
+        debug_assert_eq!(
+            tokens.len(),
+            pixels.len() * self.connector.grid(c.grid()).pow(2) * self.text.config().hidden_size
+        );
         ImageFeatures {
             pixels,
             tower,
@@ -345,8 +512,7 @@ impl VisionLanguageModel {
         images: &[RgbImage],
         splitting: Option<bool>,
     ) -> Result<(Prompt, ImageFeatures), VisionError> {
-        let splitting = splitting.unwrap_or(self.processing.image_splitting);
-        let processed = self.process(images, splitting);
+        let processed = self.process(images, splitting)?;
         let sizes: Vec<(u32, u32)> = images.iter().map(|i| (i.width, i.height)).collect();
         self.prompt_processed(prompt, &processed, &sizes)
     }
@@ -384,7 +550,7 @@ impl VisionLanguageModel {
         let slots: Vec<usize> = (0..ids.len())
             .filter(|&i| ids[i] == self.image_token)
             .collect();
-        let per_tile = self.processing.image_seq_len;
+        let per_tile = self.processing.tokens_per_tile();
         if slots.len() != features.pixels.len() * per_tile {
             return Err(VisionError::Runtime(RuntimeError::InvalidRequest(format!(
                 "the prompt has {} image tokens but the images make {}; write images only as \

@@ -1,11 +1,13 @@
-//! Image processing and prompt layout of Idefics3 (SmolVLM), as its Hugging Face processor
-//! does them.
+//! Image processing and prompt layout, as the models' Hugging Face processors do them.
 //!
-//! An image is resized so its longest edge is `size.longest_edge`, then (with splitting) to
+//! Idefics3 (SmolVLM): an image is resized so its longest edge is `size.longest_edge`, then (with splitting) to
 //! multiples of the vision tile and cut into row-major tiles plus a downscaled global image;
 //! without splitting it is squashed to one tile. Each tile becomes `image_seq_len` `<image>`
 //! tokens, wrapped in `<fake_token_around_image>` and tagged `<row_i_col_j>` or
 //! `<global-img>`.
+//!
+//! LLaVA-style (SigLIP image processor): an image is resized to the tower's fixed size and
+//! becomes one run of `<image>` tokens.
 
 use std::path::Path;
 
@@ -40,23 +42,7 @@ impl Idefics3Processing {
     pub fn from_dir(dir: &Path) -> Result<Self, VisionError> {
         let processor_path = dir.join("processor_config.json");
         let processor = read_optional(&processor_path)?;
-        let (image, image_path) = match processor.as_ref().map(|p| &p["image_processor"]) {
-            Some(v) if v.is_object() => (v.clone(), processor_path.clone()),
-            _ => {
-                let path = dir.join("preprocessor_config.json");
-                match read_optional(&path)? {
-                    Some(v) => (v, path),
-                    None => {
-                        return Err(VisionError::bad_config(
-                            dir,
-                            "preprocessor_config.json",
-                            "no image processor settings (processor_config.json or \
-                             preprocessor_config.json)",
-                        ));
-                    }
-                }
-            }
-        };
+        let (image, image_path) = image_processor_settings(dir)?;
         let image_seq_len = processor
             .as_ref()
             .and_then(|p| p["image_seq_len"].as_u64())
@@ -77,31 +63,8 @@ impl Idefics3Processing {
                     VisionError::bad_config(origin, key, "needs a `longest_edge` in 1..=4096")
                 })
         };
-        let triple = |key: &str| -> Result<[f64; 3], VisionError> {
-            let v: Vec<f64> = json[key]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_f64).collect())
-                .unwrap_or_default();
-            v.try_into()
-                .map_err(|_| VisionError::bad_config(origin, key, "needs three numbers"))
-        };
-        let resample = json["resample"].as_u64().unwrap_or(1);
-        let filter = Filter::from_pillow(resample).ok_or_else(|| {
-            VisionError::bad_config(
-                origin,
-                "resample",
-                format!("Pillow filter {resample} is not supported (1, 2 and 3 are)"),
-            )
-        })?;
-        let normalize = if flag("do_normalize", true) {
-            let std = triple("image_std")?;
-            if std.iter().any(|&s| s <= 0.0) {
-                return Err(VisionError::bad_config(origin, "image_std", "must be > 0"));
-            }
-            Some((triple("image_mean")?, std))
-        } else {
-            None
-        };
+        // Idefics3's processor resamples with LANCZOS unless told otherwise.
+        let common = Common::from_json(json, origin, 1)?;
         Ok(Self {
             resize_longest_edge: if flag("do_resize", true) {
                 Some(edge("size")?)
@@ -110,10 +73,9 @@ impl Idefics3Processing {
             },
             tile: edge("max_image_size")?,
             image_splitting: flag("do_image_splitting", true),
-            filter,
-            rescale_factor: flag("do_rescale", true)
-                .then(|| json["rescale_factor"].as_f64().unwrap_or(1.0 / 255.0)),
-            normalize,
+            filter: common.filter,
+            rescale_factor: common.rescale_factor,
+            normalize: common.normalize,
             image_seq_len,
         })
     }
@@ -147,29 +109,13 @@ impl Idefics3Processing {
             (vec![image.resize(t, t, self.filter)], 0, 0)
         };
         ProcessedImage {
-            tiles: frames.iter().map(|f| self.pixels(f)).collect(),
+            tiles: frames
+                .iter()
+                .map(|f| pixels(f, self.rescale_factor, self.normalize.as_ref()))
+                .collect(),
             rows,
             cols,
         }
-    }
-
-    /// Rescaled and normalised channel-first pixels, in f64 then rounded as NumPy does.
-    fn pixels(&self, frame: &RgbImage) -> Vec<f32> {
-        let n = frame.width as usize * frame.height as usize;
-        let mut out = vec![0f32; 3 * n];
-        for (i, px) in frame.data.chunks(3).enumerate() {
-            for c in 0..3 {
-                let mut v = px[c] as f64;
-                if let Some(f) = self.rescale_factor {
-                    v *= f;
-                }
-                if let Some((mean, std)) = &self.normalize {
-                    v = (v - mean[c]) / std[c];
-                }
-                out[c * n + i] = v as f32;
-            }
-        }
-        out
     }
 
     /// The text that stands for one processed image in the prompt.
@@ -189,6 +135,188 @@ impl Idefics3Processing {
         text.push('\n');
         text.push_str(&global);
         text
+    }
+}
+
+/// What a fixed-size processor (SigLIP's, as LLaVA-style models use it) does: resize to
+/// `width × height`, rescale, normalise; one tile an image.
+#[derive(Debug, Clone, Serialize)]
+pub struct FixedProcessing {
+    pub width: u32,
+    pub height: u32,
+    pub filter: Filter,
+    pub rescale_factor: Option<f64>,
+    pub normalize: Option<([f64; 3], [f64; 3])>,
+    /// `<image>` tokens an image.
+    pub image_seq_len: usize,
+}
+
+impl FixedProcessing {
+    /// Reads a LLaVA processor's settings (`processor_config.json`'s `image_processor` or
+    /// `preprocessor_config.json`); `image_seq_len` comes from the model.
+    pub fn from_dir(dir: &Path, image_seq_len: usize) -> Result<Self, VisionError> {
+        let (json, origin) = image_processor_settings(dir)?;
+        let common = Common::from_json(&json, &origin, 3)?;
+        let side = |key: &str| -> Result<u32, VisionError> {
+            json["size"][key]
+                .as_u64()
+                .filter(|&v| v > 0 && v <= MAX_EDGE as u64)
+                .map(|v| v as u32)
+                .ok_or_else(|| {
+                    VisionError::bad_config(
+                        &origin,
+                        &format!("size.{key}"),
+                        "needs a fixed height and width (shortest-edge resizing with a \
+                         centre crop, as CLIP's processor does, is not implemented)",
+                    )
+                })
+        };
+        Ok(Self {
+            width: side("width")?,
+            height: side("height")?,
+            filter: common.filter,
+            rescale_factor: common.rescale_factor,
+            normalize: common.normalize,
+            image_seq_len,
+        })
+    }
+}
+
+/// A model's image processing.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Processing {
+    Idefics3(Idefics3Processing),
+    Fixed(FixedProcessing),
+}
+
+impl Processing {
+    /// The tiles of one image; `splitting` overrides an Idefics3 processor's setting (fixed
+    /// processors do not split, and refuse `Some(true)`).
+    pub fn process(
+        &self,
+        image: &RgbImage,
+        splitting: Option<bool>,
+    ) -> Result<ProcessedImage, VisionError> {
+        match self {
+            Processing::Idefics3(p) => Ok(p.process(image, splitting.unwrap_or(p.image_splitting))),
+            Processing::Fixed(_) if splitting == Some(true) => Err(VisionError::bad_config(
+                Path::new("--image-splitting"),
+                "on",
+                "this model's processor does not split images",
+            )),
+            Processing::Fixed(p) => {
+                let frame = image.resize(p.width, p.height, p.filter);
+                Ok(ProcessedImage {
+                    tiles: vec![pixels(&frame, p.rescale_factor, p.normalize.as_ref())],
+                    rows: 0,
+                    cols: 0,
+                })
+            }
+        }
+    }
+
+    /// The text that stands for one processed image in the prompt.
+    pub fn image_text(&self, image: &ProcessedImage) -> String {
+        match self {
+            Processing::Idefics3(p) => p.image_text(image),
+            Processing::Fixed(p) => IMAGE_TOKEN.repeat(p.image_seq_len),
+        }
+    }
+
+    /// `<image>` tokens a tile.
+    pub fn tokens_per_tile(&self) -> usize {
+        match self {
+            Processing::Idefics3(p) => p.image_seq_len,
+            Processing::Fixed(p) => p.image_seq_len,
+        }
+    }
+}
+
+/// Settings every processor has: resampling filter, rescaling and normalisation.
+struct Common {
+    filter: Filter,
+    rescale_factor: Option<f64>,
+    normalize: Option<([f64; 3], [f64; 3])>,
+}
+
+impl Common {
+    /// `default_filter` is the processor's Pillow filter when the config names none.
+    fn from_json(json: &Value, origin: &Path, default_filter: u64) -> Result<Self, VisionError> {
+        let flag = |key: &str| json[key].as_bool().unwrap_or(true);
+        let triple = |key: &str| -> Result<[f64; 3], VisionError> {
+            let v: Vec<f64> = json[key]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                .unwrap_or_default();
+            v.try_into()
+                .map_err(|_| VisionError::bad_config(origin, key, "needs three numbers"))
+        };
+        let resample = json["resample"].as_u64().unwrap_or(default_filter);
+        let filter = Filter::from_pillow(resample).ok_or_else(|| {
+            VisionError::bad_config(
+                origin,
+                "resample",
+                format!("Pillow filter {resample} is not supported (1, 2 and 3 are)"),
+            )
+        })?;
+        let normalize = if flag("do_normalize") {
+            let std = triple("image_std")?;
+            if std.iter().any(|&s| s <= 0.0) {
+                return Err(VisionError::bad_config(origin, "image_std", "must be > 0"));
+            }
+            Some((triple("image_mean")?, std))
+        } else {
+            None
+        };
+        Ok(Self {
+            filter,
+            rescale_factor: flag("do_rescale")
+                .then(|| json["rescale_factor"].as_f64().unwrap_or(1.0 / 255.0)),
+            normalize,
+        })
+    }
+}
+
+/// Rescaled and normalised channel-first pixels, in f64 then rounded as NumPy does.
+fn pixels(
+    frame: &RgbImage,
+    rescale_factor: Option<f64>,
+    normalize: Option<&([f64; 3], [f64; 3])>,
+) -> Vec<f32> {
+    let n = frame.width as usize * frame.height as usize;
+    let mut out = vec![0f32; 3 * n];
+    for (i, px) in frame.data.chunks(3).enumerate() {
+        for c in 0..3 {
+            let mut v = px[c] as f64;
+            if let Some(f) = rescale_factor {
+                v *= f;
+            }
+            if let Some((mean, std)) = normalize {
+                v = (v - mean[c]) / std[c];
+            }
+            out[c * n + i] = v as f32;
+        }
+    }
+    out
+}
+
+/// The image processor's settings of a model directory and the file they came from.
+fn image_processor_settings(dir: &Path) -> Result<(Value, std::path::PathBuf), VisionError> {
+    let processor_path = dir.join("processor_config.json");
+    if let Some(v) = read_optional(&processor_path)?
+        && v["image_processor"].is_object()
+    {
+        return Ok((v["image_processor"].clone(), processor_path));
+    }
+    let path = dir.join("preprocessor_config.json");
+    match read_optional(&path)? {
+        Some(v) => Ok((v, path)),
+        None => Err(VisionError::bad_config(
+            dir,
+            "preprocessor_config.json",
+            "no image processor settings (processor_config.json or preprocessor_config.json)",
+        )),
     }
 }
 

@@ -45,6 +45,10 @@ impl Tensors {
         })
     }
 
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.files.get(name).is_ok()
+    }
+
     /// Tensor `name` as f32, which must have `shape`.
     pub(crate) fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, VisionError> {
         let origin = self.dir.display().to_string();

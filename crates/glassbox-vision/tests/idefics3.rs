@@ -2,52 +2,18 @@
 //! random-weight checkpoint made by `tools/fixtures/gen_idefics3.py` (reference outputs in
 //! `tests/fixtures/idefics3-tiny/reference.*`).
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
+use common::{Reference, ids, max_abs, relative_error};
 use glassbox_runtime::{Capture, GenerateOptions, Hook, LoadOptions, LogitsAt, Row, Sampling};
 use glassbox_vision::{ProcessedImage, RgbImage, TileKind, VisionError, VisionLanguageModel};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/idefics3-tiny")
-}
-
-struct Reference {
-    json: serde_json::Value,
-    tensors: HashMap<String, Tensor>,
-}
-
-impl Reference {
-    fn load() -> Self {
-        let dir = fixture();
-        let json =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
-                .unwrap();
-        let tensors =
-            candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu)
-                .unwrap();
-        Self { json, tensors }
-    }
-
-    fn floats(&self, name: &str) -> Vec<f32> {
-        self.tensors[name]
-            .to_dtype(DType::F32)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap()
-    }
-
-    fn case(&self, key: &str) -> &serde_json::Value {
-        self.json["cases"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["key"] == key)
-            .unwrap()
-    }
 }
 
 fn model() -> VisionLanguageModel {
@@ -63,30 +29,9 @@ fn image(name: &str) -> RgbImage {
     RgbImage::open(&fixture().join("images").join(name)).unwrap()
 }
 
-/// Largest |a − b| relative to the largest |b|.
-fn relative_error(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-}
-
-fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
-}
-
-fn ids(case: &serde_json::Value, key: &str) -> Vec<u32> {
-    case[key]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect()
-}
-
 #[test]
 fn images_decode_as_pillow_does() {
-    let r = Reference::load();
+    let r = Reference::load(&fixture());
     for (name, tolerance) in [
         ("shapes.png", 0u8),
         ("triangle_rgba.png", 0),
@@ -130,7 +75,7 @@ fn images_decode_as_pillow_does() {
 
 #[test]
 fn processor_matches_transformers() {
-    let r = Reference::load();
+    let r = Reference::load(&fixture());
     let m = model();
     for key in ["split", "nosplit", "two_images"] {
         let case = r.case(key);
@@ -141,7 +86,7 @@ fn processor_matches_transformers() {
             .map(|n| image(n.as_str().unwrap()))
             .collect();
         let splitting = case["image_splitting"].as_bool().unwrap();
-        let processed = m.process(&images, splitting);
+        let processed = m.process(&images, Some(splitting)).unwrap();
         let pixels: Vec<f32> = processed.iter().flat_map(|p| p.tiles.concat()).collect();
         let expect = r.floats(&format!("{key}.pixel_values"));
         let tolerance = if key == "two_images" {
@@ -180,7 +125,9 @@ fn reference_tiles(r: &Reference, m: &VisionLanguageModel, key: &str) -> Vec<Pro
         .map(|n| n.as_str().unwrap())
         .collect();
     let images: Vec<RgbImage> = names.iter().map(|n| image(n)).collect();
-    let layout = m.process(&images, case["image_splitting"].as_bool().unwrap());
+    let layout = m
+        .process(&images, case["image_splitting"].as_bool())
+        .unwrap();
     let pixels = r.floats(&format!("{key}.pixel_values"));
     let tile = 3 * 32 * 32;
     let mut chunks = pixels.chunks(tile).map(<[f32]>::to_vec);
@@ -196,7 +143,7 @@ fn reference_tiles(r: &Reference, m: &VisionLanguageModel, key: &str) -> Vec<Pro
 
 #[test]
 fn tower_connector_and_decoder_match_transformers() {
-    let r = Reference::load();
+    let r = Reference::load(&fixture());
     let m = model();
     for key in ["split", "nosplit", "two_images"] {
         let case = r.case(key);
