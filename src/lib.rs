@@ -13,6 +13,9 @@
 //! # Ok::<(), glassbox::Error>(())
 //! ```
 
+use std::path::PathBuf;
+
+mod derived;
 pub mod evaluate;
 mod explainer;
 
@@ -23,6 +26,7 @@ pub use glassbox_eval as eval;
 pub use glassbox_maps as maps;
 pub use glassbox_report as report;
 pub use glassbox_selfexplain as selfexplain;
+pub use glassbox_shapes as shapes;
 pub use glassbox_vision as vision;
 
 pub use glassbox_models::{
@@ -44,6 +48,8 @@ pub enum Error {
     Runtime(#[from] glassbox_runtime::RuntimeError),
     #[error(transparent)]
     Vision(#[from] glassbox_vision::VisionError),
+    #[error("assembling a model: {0}")]
+    Assembly(#[from] glassbox_shapes::CheckpointError),
 }
 
 impl Error {
@@ -53,8 +59,35 @@ impl Error {
             Error::Models(e) => e.is_input_error(),
             Error::Runtime(e) => e.is_input_error(),
             Error::Vision(e) => e.is_input_error(),
+            Error::Assembly(_) => false,
         }
     }
+}
+
+/// Resolves `spec` to local files, fetching (or, for derived models, assembling) them first
+/// if allowed; `force` fetches or assembles again.
+pub fn fetch_model(
+    spec: &str,
+    fetch: Fetch,
+    force: bool,
+    progress: &dyn Progress,
+) -> Result<(String, PathBuf), Error> {
+    let cache = Cache::from_env();
+    let resolved = match glassbox_models::find_manifest(spec) {
+        Some(manifest) => glassbox_models::ResolvedModel {
+            name: manifest.name.clone(),
+            files: glassbox_models::ensure(&manifest, &cache, fetch, force, progress)?,
+            manifest: Some(manifest),
+        },
+        None => glassbox_models::resolve(spec, &cache, fetch, progress)?,
+    };
+    let path = match resolved.files {
+        ModelFiles::Gguf(p) | ModelFiles::HfDir(p) => p,
+        ModelFiles::Derived { dir, base } => {
+            derived::ensure_assembled(&resolved.name, &dir, &base, fetch, force, progress)?
+        }
+    };
+    Ok((resolved.name, path))
 }
 
 /// Resolves `spec` (a built-in model name, a `.gguf` path, a Hugging Face directory or
@@ -65,19 +98,43 @@ pub fn load_model(
     fetch: Fetch,
     progress: &dyn Progress,
 ) -> Result<Model, Error> {
-    let resolved = glassbox_models::resolve(spec, &Cache::from_env(), fetch, progress)?;
-    let model = match &resolved.files {
-        ModelFiles::HfDir(dir) if glassbox_vision::is_vision_checkpoint(dir) => {
+    let (name, files) = resolved(spec, fetch, progress)?;
+    let model = match &files {
+        Local::HfDir(dir) if glassbox_vision::is_vision_checkpoint(dir) => {
             return Err(glassbox_runtime::RuntimeError::Unsupported(format!(
                 "{spec} is a vision-language model; this command runs text models \
                  (`generate`, `score`, `inspect` and `tam` take vision-language models)"
             ))
             .into());
         }
-        ModelFiles::Gguf(path) => Model::load_gguf(path, &resolved.name, options)?,
-        ModelFiles::HfDir(dir) => Model::load_hf_dir(dir, &resolved.name, options)?,
+        Local::Gguf(path) => Model::load_gguf(path, &name, options)?,
+        Local::HfDir(dir) => Model::load_hf_dir(dir, &name, options)?,
     };
     Ok(model)
+}
+
+/// A model's files on disk, ready to load.
+enum Local {
+    Gguf(PathBuf),
+    HfDir(PathBuf),
+}
+
+/// [`glassbox_models::resolve`], with derived models assembled: the model's name and files.
+fn resolved(spec: &str, fetch: Fetch, progress: &dyn Progress) -> Result<(String, Local), Error> {
+    let resolved = glassbox_models::resolve(spec, &Cache::from_env(), fetch, progress)?;
+    let local = match resolved.files {
+        ModelFiles::Gguf(p) => Local::Gguf(p),
+        ModelFiles::HfDir(p) => Local::HfDir(p),
+        ModelFiles::Derived { dir, base } => Local::HfDir(derived::ensure_assembled(
+            &resolved.name,
+            &dir,
+            &base,
+            fetch,
+            false,
+            progress,
+        )?),
+    };
+    Ok((resolved.name, local))
 }
 
 /// A loaded model of either kind.
@@ -105,21 +162,15 @@ pub fn load_any_model(
     fetch: Fetch,
     progress: &dyn Progress,
 ) -> Result<AnyModel, Error> {
-    let resolved = glassbox_models::resolve(spec, &Cache::from_env(), fetch, progress)?;
-    Ok(match &resolved.files {
-        ModelFiles::HfDir(dir) if glassbox_vision::is_vision_checkpoint(dir) => {
+    let (name, files) = resolved(spec, fetch, progress)?;
+    Ok(match &files {
+        Local::HfDir(dir) if glassbox_vision::is_vision_checkpoint(dir) => {
             AnyModel::Vision(Box::new(glassbox_vision::VisionLanguageModel::load(
-                dir,
-                &resolved.name,
-                options,
+                dir, &name, options,
             )?))
         }
-        ModelFiles::Gguf(path) => {
-            AnyModel::Text(Box::new(Model::load_gguf(path, &resolved.name, options)?))
-        }
-        ModelFiles::HfDir(dir) => {
-            AnyModel::Text(Box::new(Model::load_hf_dir(dir, &resolved.name, options)?))
-        }
+        Local::Gguf(path) => AnyModel::Text(Box::new(Model::load_gguf(path, &name, options)?)),
+        Local::HfDir(dir) => AnyModel::Text(Box::new(Model::load_hf_dir(dir, &name, options)?)),
     })
 }
 

@@ -36,6 +36,9 @@ enum BenchWhat {
     /// success per protocol, faithfulness, plausibility and agreement of self-explanations and
     /// attribution methods.
     SelfExplain(crate::bench_selfexplain::SelfExplainBenchArgs),
+    /// Token activation maps on the known-content shapes model: Obj-IoU, Func-IoU, pointing
+    /// and interference of TAM and its baselines on held-out scenes, token pruning, cost.
+    Tam(crate::bench_tam::TamBenchArgs),
 }
 
 impl BenchCommand {
@@ -44,6 +47,7 @@ impl BenchCommand {
             Some(BenchWhat::Cite(args)) => crate::bench_cite::run(args, out),
             Some(BenchWhat::Attribute(args)) => crate::bench_attribute::run(args, out),
             Some(BenchWhat::SelfExplain(args)) => crate::bench_selfexplain::run(args, out),
+            Some(BenchWhat::Tam(args)) => crate::bench_tam::run(args, out),
             None => run(self.runtime, out),
         }
     }

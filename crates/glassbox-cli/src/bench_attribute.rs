@@ -67,7 +67,7 @@ struct Run {
 
 /// Resets the kernel's record of this process's peak resident memory (Linux), so `VmHWM`
 /// afterwards is the peak of what runs in between.
-fn reset_peak_rss() -> bool {
+pub(crate) fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 

@@ -9,12 +9,14 @@ mod bench;
 mod bench_attribute;
 mod bench_cite;
 mod bench_selfexplain;
+mod bench_tam;
 mod cite;
 mod faithfulness;
 mod input;
 mod models;
 mod progress;
 mod run;
+mod shapes;
 mod tam;
 mod view;
 
@@ -70,6 +72,9 @@ enum Command {
     /// Token activation maps: where in the image(s) a vision-language model looked for each
     /// word of its answer (or of a given caption); PNG overlays, an HTML page and JSON.
     Tam(tam::TamArgs),
+    /// The known-content vision-language model (coloured shapes): train its vision front end.
+    #[command(subcommand)]
+    Shapes(shapes::ShapesCommand),
     /// Re-render a saved result (terminal or HTML).
     View(view::ViewArgs),
     /// List methods, targets, units, perturbations or capture points, with one-line
@@ -158,6 +163,7 @@ fn main() -> ExitCode {
         Command::Evaluate(args) => faithfulness::run_evaluate(args, &out),
         Command::Compare(args) => faithfulness::run_compare(args, &out),
         Command::Tam(args) => tam::run(args, &out),
+        Command::Shapes(cmd) => shapes::run(cmd, &out),
         Command::View(args) => view::view(args, &out),
         Command::List { what } => list(what, &out),
         Command::Bench(cmd) => cmd.run(&out),

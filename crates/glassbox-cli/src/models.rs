@@ -108,11 +108,8 @@ pub(crate) fn run(cmd: ModelsCommand, out: &Output) -> anyhow::Result<()> {
                             .join(", ")
                     ))
                 })?;
-                let files =
-                    models::ensure(&manifest, &cache, Fetch::IfMissing, force, &Bars::new())?;
-                let path = match files {
-                    models::ModelFiles::Gguf(p) | models::ModelFiles::HfDir(p) => p,
-                };
+                let (_, path) =
+                    glassbox::fetch_model(&manifest.name, Fetch::IfMissing, force, &Bars::new())?;
                 if !out.json {
                     println!("{name}: {} (verified)", path.display());
                 }

@@ -494,3 +494,143 @@ fn self_explain_evaluate_and_compare_work_on_saved_results() {
     let listed = glassbox(&["list", "protocols"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains("scores-explain-then-predict"));
 }
+
+/// The tiny random-weight Idefics3 checkpoint of the vision crate's conformance tests.
+fn tiny_vlm() -> (String, String) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../glassbox-vision/tests/fixtures/idefics3-tiny");
+    (
+        dir.join("model").display().to_string(),
+        dir.join("images/shapes.png").display().to_string(),
+    )
+}
+
+#[test]
+fn vision_language_models_take_images_and_tam_writes_maps() {
+    let (model, image) = tiny_vlm();
+    let out = json(&glassbox(&[
+        "generate",
+        "-m",
+        &model,
+        "--image",
+        &image,
+        "What is in the image?",
+        "--max-tokens",
+        "4",
+        "--ignore-eos",
+        "--json",
+    ]));
+    assert_eq!(out["tokens"].as_array().unwrap().len(), 4);
+    assert_eq!(out["images"][0]["rows"], 2);
+    let out = json(&glassbox(&[
+        "inspect",
+        "-m",
+        &model,
+        "--image",
+        &image,
+        "--image-splitting",
+        "off",
+        "Hi",
+        "--all-logits",
+        "--json",
+    ]));
+    let logits = out["captures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "logits")
+        .unwrap();
+    assert_eq!(logits["shape"][0], out["tokens"].as_array().unwrap().len());
+    assert_eq!(out["images"][0]["tiles"].as_array().unwrap().len(), 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let maps = dir.path().join("maps");
+    let maps_arg = maps.display().to_string();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "tam",
+            "-m",
+            &model,
+            "--image",
+            &image,
+            "What is in the image?",
+            "--caption",
+            " a red square next to a blue circle.",
+            "-o",
+            &maps_arg,
+        ];
+        args.extend_from_slice(extra);
+        glassbox(&args)
+    };
+    let out = run(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in [
+        "tam.json",
+        "index.html",
+        "contact_sheet.png",
+        "words/001-red.png",
+    ] {
+        assert!(maps.join(file).is_file(), "{file} missing");
+    }
+    // Never written over without --force.
+    assert_exit(&run(&[]), 2, "--force");
+    assert!(run(&["--force", "--mode", "reference"]).status.success());
+    let view = json(&glassbox(&[
+        "view",
+        &maps.join("tam.json").display().to_string(),
+        "--json",
+    ]));
+    assert_eq!(view["schema"], "glassbox.tam/1");
+    assert_eq!(view["mode"], "reference");
+}
+
+#[test]
+fn bad_image_input_exits_2() {
+    let (model, image) = tiny_vlm();
+    // Images for a text-only model.
+    assert_exit(
+        &glassbox(&["generate", "--image", &image, "Hi", "--offline"]),
+        2,
+        "text-only",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("broken.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let corrupt = corrupt.display().to_string();
+    assert_exit(
+        &glassbox(&["generate", "-m", &model, "--image", &corrupt, "Hi"]),
+        2,
+        "not a readable image",
+    );
+    assert_exit(
+        &glassbox(&["generate", "-m", &model, "--image", "/no/such.png", "Hi"]),
+        2,
+        "cannot read",
+    );
+    // More images than slots in a raw prompt, and the reverse.
+    assert_exit(
+        &glassbox(&[
+            "score",
+            "-m",
+            &model,
+            "--image",
+            &image,
+            "--raw",
+            "no slot",
+            "--continuation",
+            " x",
+        ]),
+        2,
+        "image slot",
+    );
+    assert_exit(
+        &glassbox(&["generate", "-m", &model, "--raw", "<image><image> two"]),
+        2,
+        "image slot",
+    );
+    assert_exit(&glassbox(&["tam", "-m", &model, "Hi"]), 2, "--image");
+}

@@ -279,6 +279,18 @@ multiversion! {
 }
 
 multiversion! {
+    /// The backward of [`gelu_erf_in_place`]: `dx = dy · (Φ(x) + x·φ(x))`.
+    pub fn gelu_erf_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+        const INV_SQRT_2PI: f32 = 0.398_942_3;
+        for ((d, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
+            let cdf = 0.5 * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
+            let pdf = INV_SQRT_2PI * exp(-0.5 * v * v);
+            *d = g * v.mul_add(pdf, cdf);
+        }
+    }
+}
+
+multiversion! {
     /// `x = gelu_tanh(x)` in place (the MLP activation of SigLIP, `gelu_pytorch_tanh`).
     pub fn gelu_tanh_in_place(x: &mut [f32]) {
         for v in x.iter_mut() {
@@ -395,6 +407,21 @@ mod tests {
         gelu_erf_in_place(&mut x);
         for (got, want) in x.iter().zip(want) {
             assert!((got - want).abs() < 3e-7, "{got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn exact_gelu_backward_matches_finite_differences() {
+        let xs = [-3.0f32, -1.2, -0.3, 0.0, 0.4, 1.1, 2.5];
+        let mut dx = [0f32; 7];
+        gelu_erf_backward(&xs, &[1.0; 7], &mut dx);
+        for (&x, &d) in xs.iter().zip(&dx) {
+            let h = 1e-2f32;
+            let (mut a, mut b) = ([x + h], [x - h]);
+            gelu_erf_in_place(&mut a);
+            gelu_erf_in_place(&mut b);
+            let fd = (a[0] - b[0]) / (2.0 * h);
+            assert!((fd - d).abs() < 2e-4, "x = {x}: {d} vs {fd}");
         }
     }
 

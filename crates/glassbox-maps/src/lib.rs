@@ -13,6 +13,7 @@ mod filter;
 mod grid;
 mod html;
 mod metrics;
+mod prune;
 mod render;
 mod report;
 mod tam;
@@ -22,6 +23,7 @@ pub use filter::rank_gaussian_filter;
 pub use grid::{Grid, upsample_bilinear};
 pub use html::render_tam_html;
 pub use metrics::{MapScores, interference, otsu_threshold, pointing_hit, score_map, to_u8};
+pub use prune::{PruneBy, PruneOutcome, prune_study};
 pub use render::{Overlay, contact_sheet, jet, overlay};
 pub use report::{
     MAP_KINDS, ReportImage, ReportTile, ReportToken, ReportWord, TAM_SCHEMA, TamReport, TilePlace,

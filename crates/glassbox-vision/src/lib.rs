@@ -6,7 +6,7 @@
 //! scores, generates, captures and differentiates as it does for text. Each image's token
 //! positions and grid shapes come with the prompt, for maps over the image.
 //!
-//! Architectures: Idefics3 (SmolVLM).
+//! Architectures: Idefics3 (SmolVLM) and LLaVA-style models with SigLIP towers.
 
 mod error;
 mod image;
@@ -19,7 +19,7 @@ pub use error::VisionError;
 pub use image::{Filter, MAX_PIXELS, RgbImage};
 pub use model::{
     ImageFeatures, ImagePlacement, Prompt, SUPPORTED_ARCHITECTURES, TileKind, TileTokens,
-    VisionLanguageModel, is_vision_checkpoint,
+    VisionLanguageModel, generate_from_embeddings, is_vision_checkpoint,
 };
-pub use processor::{IMAGE_TOKEN, Idefics3Processing, ProcessedImage};
+pub use processor::{FixedProcessing, IMAGE_TOKEN, Idefics3Processing, ProcessedImage, Processing};
 pub use tower::{TowerConfig, VisionTower};

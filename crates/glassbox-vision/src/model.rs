@@ -605,39 +605,51 @@ impl VisionLanguageModel {
         ))
     }
 
-    /// Generates a reply to `prompt`: the prompt but its last token is prefilled from its
-    /// embeddings, and decoding continues from that cache with the runtime's generator.
+    /// Generates a reply to `prompt` (see [`generate_from_embeddings`]).
     pub fn generate(
         &self,
         prompt: &Prompt,
         options: &GenerateOptions,
     ) -> Result<Generation, VisionError> {
-        let d = self.text.config().hidden_size;
-        let n = prompt.ids.len();
-        let last = *prompt.ids.last().ok_or(RuntimeError::EmptyInput)?;
-        if last == self.image_token {
+        if prompt.ids.last() == Some(&self.image_token) {
             return Err(RuntimeError::InvalidRequest(
                 "the prompt ends with an image token; end it with text".into(),
             )
             .into());
         }
-        let past: Option<KvCache> = if n > 1 {
-            let row = Row::embeddings(prompt.embeddings[..(n - 1) * d].to_vec())
-                .with_logits(LogitsAt::None);
-            self.text.forward(vec![row], &Capture::kv())?.remove(0).kv
-        } else {
-            None
-        };
-        let start = glassbox_runtime::Continuation {
-            past,
-            tokens: vec![last],
-            positions: None,
-        };
-        Ok(self
-            .text
-            .generate_continuations(vec![start], options)?
-            .remove(0))
+        Ok(generate_from_embeddings(
+            &self.text,
+            &prompt.ids,
+            &prompt.embeddings,
+            options,
+        )?)
     }
+}
+
+/// Generates after a prompt given as input embeddings (`[ids, hidden]`; `ids` are the tokens,
+/// whose last one must be a real token): all but the last position are prefilled from the
+/// embeddings, and decoding continues from that cache with the runtime's generator.
+pub fn generate_from_embeddings(
+    text: &Model,
+    ids: &[u32],
+    embeddings: &[f32],
+    options: &GenerateOptions,
+) -> Result<Generation, RuntimeError> {
+    let d = text.config().hidden_size;
+    let n = ids.len();
+    let last = *ids.last().ok_or(RuntimeError::EmptyInput)?;
+    let past: Option<KvCache> = if n > 1 {
+        let row = Row::embeddings(embeddings[..(n - 1) * d].to_vec()).with_logits(LogitsAt::None);
+        text.forward(vec![row], &Capture::kv())?.remove(0).kv
+    } else {
+        None
+    };
+    let start = glassbox_runtime::Continuation {
+        past,
+        tokens: vec![last],
+        positions: None,
+    };
+    Ok(text.generate_continuations(vec![start], options)?.remove(0))
 }
 
 /// The decoder's own `config.json` made from a multimodal config's `text_config`.

@@ -24,7 +24,9 @@ pub fn model_path(name: &str) -> PathBuf {
     .unwrap_or_else(|e| panic!("fetching {name}: {e}"))
     {
         ModelFiles::Gguf(p) => p,
-        ModelFiles::HfDir(p) => panic!("{name} is not a GGUF model: {}", p.display()),
+        ModelFiles::HfDir(p) | ModelFiles::Derived { dir: p, .. } => {
+            panic!("{name} is not a GGUF model: {}", p.display())
+        }
     }
 }
 
