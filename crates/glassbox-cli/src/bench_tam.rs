@@ -49,11 +49,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn table(e: &MapEvaluation) {
     println!(
-        "\n{} captions, {} scenes ({} exact), {} shape / {} colour / {} function words, {} \
+        "\n{} captions, {} scenes{}, {} shape / {} colour / {} function words, {} \
          words of second objects",
         e.captions,
         e.scenes,
-        e.exact_captions,
+        e.exact_captions
+            .map(|n| format!(" ({n} exact)"))
+            .unwrap_or_default(),
         e.shape_words,
         e.colour_words,
         e.function_words,

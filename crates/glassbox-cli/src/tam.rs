@@ -26,6 +26,9 @@ pub(crate) struct TamArgs {
     /// Explain this caption (teacher-forced after the prompt) instead of the model's answer.
     #[arg(long)]
     caption: Option<String>,
+    /// Also map this span of the answer (its tokens' mean); repeatable.
+    #[arg(long)]
+    span: Vec<String>,
     /// Most tokens of the generated answer (greedy).
     #[arg(long, default_value_t = 32)]
     max_tokens: usize,
@@ -62,7 +65,9 @@ pub(crate) fn run(args: TamArgs, out: &Output) -> anyhow::Result<()> {
             glassbox::vision::VisionError::NotMultimodal(any.text().info().name.clone()).into(),
         );
     };
+    let started = std::time::Instant::now();
     let p = vision_prompt(model, &prompt, &images, &args.images)?;
+    let vision_seconds = started.elapsed().as_secs_f64();
     let tokenizer = model.text().tokenizer();
     let (answer, generated) = match &args.caption {
         Some(caption) => {
@@ -105,7 +110,7 @@ pub(crate) fn run(args: TamArgs, out: &Output) -> anyhow::Result<()> {
         .zip(&p.images)
         .map(|(path, placement)| report_image(path, placement))
         .collect();
-    let report = TamReport::new(
+    let mut report = TamReport::new(
         &model.text().info().name,
         &p.text,
         &text,
@@ -114,10 +119,44 @@ pub(crate) fn run(args: TamArgs, out: &Output) -> anyhow::Result<()> {
         report_images,
         &maps,
     );
+    report.vision_seconds = vision_seconds;
+    for span in &args.span {
+        let tokens = span_tokens(model.text(), &answer, span)?;
+        report.add_span(span, tokens);
+    }
     if let Some(dir) = &args.out {
         write_outputs(&report, &images, dir)?;
     }
     show(&report, args.out.as_deref(), out)
+}
+
+/// The answer's tokens that overlap the first occurrence of `span` in its text.
+fn span_tokens(model: &glassbox::Model, answer: &[u32], span: &str) -> anyhow::Result<Vec<usize>> {
+    let tokenizer = model.tokenizer();
+    let decode = |ids: &[u32]| -> anyhow::Result<String> {
+        Ok(tokenizer
+            .decode(ids)
+            .map_err(glassbox::runtime::RuntimeError::from)?)
+    };
+    let text = decode(answer)?;
+    let start = text
+        .find(span)
+        .filter(|_| !span.trim().is_empty())
+        .ok_or_else(|| UsageError(format!("the answer {text:?} does not contain {span:?}")))?;
+    let (start, end) = (
+        text[..start].chars().count(),
+        text[..start].chars().count() + span.chars().count(),
+    );
+    let mut tokens = Vec::new();
+    let mut before = 0;
+    for i in 0..answer.len() {
+        let after = decode(&answer[..=i])?.chars().count();
+        if after > start && before < end {
+            tokens.push(i);
+        }
+        before = after;
+    }
+    Ok(tokens)
 }
 
 fn report_image(path: &Path, placement: &ImagePlacement) -> ReportImage {
@@ -227,7 +266,8 @@ pub(crate) fn show(report: &TamReport, dir: Option<&Path>, out: &Output) -> anyh
         report.answer.trim()
     );
     println!(
-        "forward pass {:.3} s, maps {:.3} s ({} tokens, {} words)",
+        "images {:.3} s, forward pass {:.3} s, maps {:.3} s ({} tokens, {} words)",
+        report.vision_seconds,
         report.forward_seconds,
         report.maps_seconds,
         report.tokens.len(),

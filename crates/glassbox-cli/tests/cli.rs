@@ -633,4 +633,20 @@ fn bad_image_input_exits_2() {
         "image slot",
     );
     assert_exit(&glassbox(&["tam", "-m", &model, "Hi"]), 2, "--image");
+    assert_exit(
+        &glassbox(&[
+            "tam",
+            "-m",
+            &model,
+            "--image",
+            &image,
+            "Hi",
+            "--caption",
+            " a cat",
+            "--span",
+            "dog",
+        ]),
+        2,
+        "does not contain",
+    );
 }

@@ -84,8 +84,14 @@ pub fn render_tam_html(report: &TamReport, pixels: &[Vec<u8>]) -> String {
     h.push_str("</p>\n<p class=\"answer\">");
     for (w, word) in report.words.iter().enumerate() {
         h.push_str(&format!(
-            "<button class=\"word{}\" data-word=\"{w}\">{}</button>",
+            "{}<button class=\"word{}{}\" data-word=\"{w}\">{}</button>",
+            if word.span && w > 0 && !report.words[w - 1].span {
+                " · spans: "
+            } else {
+                ""
+            },
             if w == 0 { " active" } else { "" },
+            if word.span { " span" } else { "" },
             escape_html(&word.text)
         ));
     }

@@ -57,6 +57,9 @@ pub struct ReportWord {
     pub text: String,
     /// Indices into `tokens`.
     pub tokens: Vec<usize>,
+    /// A span the user asked for (`--span`) rather than a word of the answer.
+    #[serde(default)]
+    pub span: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,6 +74,9 @@ pub struct TamReport {
     pub images: Vec<ReportImage>,
     pub tokens: Vec<ReportToken>,
     pub words: Vec<ReportWord>,
+    /// Image processing, vision tower and connector (the prompt's image tokens).
+    #[serde(default)]
+    pub vision_seconds: f64,
     pub forward_seconds: f64,
     pub maps_seconds: f64,
 }
@@ -122,6 +128,7 @@ impl TamReport {
             images,
             tokens,
             words,
+            vision_seconds: 0.0,
             forward_seconds: maps.forward_seconds,
             maps_seconds: maps.maps_seconds,
         }
@@ -138,6 +145,15 @@ impl TamReport {
     /// Tile offset of each image in a token's per-tile lists.
     fn first_tile(&self, image: usize) -> usize {
         self.images[..image].iter().map(|i| i.tiles.len()).sum()
+    }
+
+    /// Adds a span of the answer (tokens `tokens`) to the words shown, as `text`.
+    pub fn add_span(&mut self, text: &str, tokens: Vec<usize>) {
+        self.words.push(ReportWord {
+            text: text.to_string(),
+            tokens,
+            span: true,
+        });
     }
 
     /// The map of `kind` for word `word` over image `image` as one grid: the split tiles
@@ -253,6 +269,7 @@ pub fn words(tokens: &[&str]) -> Vec<ReportWord> {
             out.push(ReportWord {
                 text: t.trim().to_string(),
                 tokens: vec![i],
+                span: false,
             });
         } else {
             let w = out.last_mut().expect("a word was started");

@@ -9,14 +9,16 @@ use glassbox_maps::{
 };
 use glassbox_runtime::{GenerateOptions, Sampling};
 use glassbox_vision::{Prompt, VisionLanguageModel};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::frontend::GRID;
 use crate::scene::{Colour, Kind, SIZE, Scene};
 use crate::train::QUESTION;
 
-/// The map kinds compared.
-pub const KINDS: [&str; 5] = ["tam", "raw", "raw_filtered", "eci", "attention"];
+/// The map kinds compared; `random` (seeded uniform noise a word) is the floor.
+pub const KINDS: [&str; 6] = ["tam", "raw", "raw_filtered", "eci", "attention", "random"];
 
 /// Means over the scenes of one kind of map.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -48,8 +50,8 @@ pub struct MapEvaluation {
     pub colour_words: usize,
     pub function_words: usize,
     pub second_object_words: usize,
-    /// Generated captions equal to the true one.
-    pub exact_captions: usize,
+    /// Generated captions equal to the true one (`None` for teacher-forced captions).
+    pub exact_captions: Option<usize>,
     pub kinds: Vec<KindScores>,
     /// Mean seconds a scene: the forward pass over prompt and caption, and the maps after it.
     pub forward_seconds: f64,
@@ -131,7 +133,7 @@ pub fn evaluate_maps(
     let (mut shape_words, mut colour_words, mut function_words, mut second) = (0, 0, 0, 0);
     let (mut exact, mut forward, mut maps_time) = (0, 0.0, 0.0);
     let tokenizer = model.text().tokenizer();
-    for scene in scenes {
+    for (scene_index, scene) in scenes.iter().enumerate() {
         let prompt = scene_prompt(model, scene)?;
         let caption: Vec<u32> = if generated {
             let options = GenerateOptions {
@@ -168,6 +170,10 @@ pub fn evaluate_maps(
         let roles = roles(scene, &texts);
         // Each word's map per kind: the maximum over its tokens (one grid: the image).
         let word_map = |kind: usize, w: usize| -> Vec<f32> {
+            if KINDS[kind] == "random" {
+                let mut rng = StdRng::seed_from_u64(((scene_index as u64) << 16) | w as u64);
+                return (0..GRID * GRID).map(|_| rng.r#gen::<f32>()).collect();
+            }
             let per_token: Vec<&[Vec<f32>]> = grouped[w]
                 .tokens
                 .iter()
@@ -276,7 +282,7 @@ pub fn evaluate_maps(
         colour_words,
         function_words,
         second_object_words: second,
-        exact_captions: exact,
+        exact_captions: generated.then_some(exact),
         kinds,
         forward_seconds: forward / n,
         maps_seconds: maps_time / n,
