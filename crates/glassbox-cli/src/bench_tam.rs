@@ -62,12 +62,13 @@ fn table(e: &MapEvaluation) {
         e.second_object_words
     );
     println!(
-        "| map | Obj-IoU | colour IoU | Func-IoU | F1-IoU | pointing | energy in mask | interference |"
+        "| map | Obj-IoU | colour IoU | Func-IoU | F1-IoU | pointing | energy in mask | \
+         interference | confusion |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for k in &e.kinds {
         println!(
-            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
             k.kind,
             k.obj_iou,
             k.colour_iou,
@@ -75,7 +76,8 @@ fn table(e: &MapEvaluation) {
             k.f1_iou,
             k.pointing,
             k.energy_in_mask,
-            k.interference
+            k.interference,
+            k.confusion
         );
     }
 }

@@ -22,7 +22,9 @@ pub use caption::{AnswerMaps, AnswerToken, ExplainError, ModeChoice, explain_ans
 pub use filter::rank_gaussian_filter;
 pub use grid::{Grid, upsample_bilinear};
 pub use html::render_tam_html;
-pub use metrics::{MapScores, interference, otsu_threshold, pointing_hit, score_map, to_u8};
+pub use metrics::{
+    MapScores, interference, object_confusion, otsu_threshold, pointing_hit, score_map, to_u8,
+};
 pub use prune::{PruneBy, PruneOutcome, prune_study};
 pub use render::{Overlay, contact_sheet, jet, overlay};
 pub use report::{

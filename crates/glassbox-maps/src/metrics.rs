@@ -146,6 +146,31 @@ pub fn interference(
     on_earlier / total
 }
 
+/// Of a map's mass on the scene's objects (upsampled), the share on earlier objects rather
+/// than the token's own: 0 when the map tells its object apart, 0.5 when it cannot; `None`
+/// for a map dark on every object.
+pub fn object_confusion(
+    map: &[f32],
+    rows: usize,
+    cols: usize,
+    own: &[bool],
+    earlier: &[&[bool]],
+    width: usize,
+    height: usize,
+) -> Option<f32> {
+    let pixels = upsample_bilinear(map, rows, cols, width, height);
+    let (mut on_own, mut on_earlier) = (0f32, 0f32);
+    for (i, v) in pixels.iter().enumerate() {
+        if own[i] {
+            on_own += v;
+        } else if earlier.iter().any(|m| m[i]) {
+            on_earlier += v;
+        }
+    }
+    let total = on_own + on_earlier;
+    (total > 0.0).then(|| on_earlier / total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

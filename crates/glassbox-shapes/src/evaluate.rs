@@ -4,8 +4,8 @@
 //! interference (a later object's words lighting up an earlier object).
 
 use glassbox_maps::{
-    ExplainError, ModeChoice, Reduce, explain_answer, interference, merge_maps, score_map, to_u8,
-    words,
+    ExplainError, ModeChoice, Reduce, explain_answer, interference, merge_maps, object_confusion,
+    score_map, to_u8, words,
 };
 use glassbox_runtime::{GenerateOptions, Sampling};
 use glassbox_vision::{Prompt, VisionLanguageModel};
@@ -37,6 +37,9 @@ pub struct KindScores {
     pub energy_in_mask: f32,
     /// Words of second objects: share of their map on the first object.
     pub interference: f32,
+    /// Words of second objects: of their map's mass on the two objects, the share on the
+    /// first (0.5: the map cannot tell the objects apart).
+    pub confusion: f32,
 }
 
 /// The study's result.
@@ -66,6 +69,7 @@ struct Sums {
     pointing: Vec<f32>,
     energy: Vec<f32>,
     interference: Vec<f32>,
+    confusion: Vec<f32>,
 }
 
 fn mean(v: &[f32]) -> f32 {
@@ -234,6 +238,15 @@ pub fn evaluate_maps(
                         side,
                         side,
                     ));
+                    s.confusion.extend(object_confusion(
+                        &map,
+                        GRID,
+                        GRID,
+                        &object.mask,
+                        &earlier,
+                        side,
+                        side,
+                    ));
                 }
             }
             if thresholds.is_empty() {
@@ -268,6 +281,7 @@ pub fn evaluate_maps(
                 pointing: mean(&s.pointing),
                 energy_in_mask: mean(&s.energy),
                 interference: mean(&s.interference),
+                confusion: mean(&s.confusion),
             }
         })
         .collect();
