@@ -86,7 +86,7 @@ fn the_vision_path_is_the_trained_front_end_and_it_captions_scenes() {
         let (expected, _) = front.forward(&tile);
         let prompt = scene_prompt(model, scene).unwrap();
         let positions = prompt.image_positions();
-        assert_eq!(positions.len(), 36);
+        assert_eq!(positions.len(), glassbox::shapes::frontend::PATCHES);
         let got: Vec<f32> = positions
             .iter()
             .flat_map(|&p| prompt.embeddings[p * d..(p + 1) * d].iter().copied())
