@@ -5,10 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use glassbox::maps::{
-    ModeChoice, ReportImage, ReportTile, TamReport, TilePlace, contact_sheet, explain_answer,
-    render_tam_html,
+    ModeChoice, ReportImage, TamReport, contact_sheet, explain_answer, render_tam_html,
 };
-use glassbox::vision::{ImagePlacement, RgbImage, TileKind};
+use glassbox::vision::RgbImage;
 use glassbox::{AnyModel, GenerateOptions, Sampling};
 
 use crate::input::{ImageArgs, ModelArgs, PromptArgs};
@@ -108,7 +107,9 @@ pub(crate) fn run(args: TamArgs, out: &Output) -> anyhow::Result<()> {
         .images
         .iter()
         .zip(&p.images)
-        .map(|(path, placement)| report_image(path, placement))
+        .map(|(path, placement)| {
+            ReportImage::from_placement(&path.display().to_string(), placement)
+        })
         .collect();
     let mut report = TamReport::new(
         &model.text().info().name,
@@ -157,28 +158,6 @@ fn span_tokens(model: &glassbox::Model, answer: &[u32], span: &str) -> anyhow::R
         before = after;
     }
     Ok(tokens)
-}
-
-fn report_image(path: &Path, placement: &ImagePlacement) -> ReportImage {
-    ReportImage {
-        path: path.display().to_string(),
-        width: placement.width,
-        height: placement.height,
-        rows: placement.rows,
-        cols: placement.cols,
-        tiles: placement
-            .tiles
-            .iter()
-            .map(|t| ReportTile {
-                place: match t.kind {
-                    TileKind::Split { row, col } => TilePlace::Split(row, col),
-                    TileKind::Global => TilePlace::Global,
-                },
-                rows: t.grid.0,
-                cols: t.grid.1,
-            })
-            .collect(),
-    }
 }
 
 /// An output directory may be new or empty; one with files needs --force.

@@ -23,7 +23,7 @@ pub use filter::rank_gaussian_filter;
 pub use grid::{Grid, upsample_bilinear};
 pub use html::render_tam_html;
 pub use metrics::{
-    MapScores, interference, object_confusion, otsu_threshold, pointing_hit, score_map, to_u8,
+    MapScores, ObjectShares, object_shares, otsu_threshold, pointing_hit, score_map, to_u8,
 };
 pub use prune::{PruneBy, PruneOutcome, prune_study};
 pub use render::{Overlay, contact_sheet, jet, overlay};

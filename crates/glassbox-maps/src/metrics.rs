@@ -120,36 +120,22 @@ pub fn pointing_hit(pixels: &[u8], mask: &[bool]) -> bool {
     v > 0 && mask[i]
 }
 
-/// Share of a map's mass (upsampled to the masks' size) that falls on earlier objects' masks
-/// and not on the token's own object: how much a later word's map is still about what was
-/// said before. 0 for a dark map.
-pub fn interference(
-    map: &[f32],
-    rows: usize,
-    cols: usize,
-    own: &[bool],
-    earlier: &[&[bool]],
-    width: usize,
-    height: usize,
-) -> f32 {
-    let pixels = upsample_bilinear(map, rows, cols, width, height);
-    let total: f32 = pixels.iter().sum();
-    if total <= 0.0 {
-        return 0.0;
-    }
-    let on_earlier: f32 = pixels
-        .iter()
-        .enumerate()
-        .filter(|&(i, _)| !own[i] && earlier.iter().any(|m| m[i]))
-        .map(|(_, v)| v)
-        .sum();
-    on_earlier / total
+/// Where a later word's map falls relative to the objects named before it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ObjectShares {
+    /// Share of the map's mass (upsampled to the masks' size) on earlier objects' masks and
+    /// not on the word's own object: how much the map is still about what was said before
+    /// (0 for a dark map).
+    pub interference: f32,
+    /// Of the map's mass on the objects, the share on earlier ones rather than its own: 0 when
+    /// the map tells its object apart, 0.5 when it cannot; `None` when the map is dark on
+    /// every object.
+    pub confusion: Option<f32>,
 }
 
-/// Of a map's mass on the scene's objects (upsampled), the share on earlier objects rather
-/// than the token's own: 0 when the map tells its object apart, 0.5 when it cannot; `None`
-/// for a map dark on every object.
-pub fn object_confusion(
+/// [`ObjectShares`] of a `rows × cols` map, for a word whose object is `own` after objects
+/// `earlier` (masks `width × height`, row-major).
+pub fn object_shares(
     map: &[f32],
     rows: usize,
     cols: usize,
@@ -157,18 +143,21 @@ pub fn object_confusion(
     earlier: &[&[bool]],
     width: usize,
     height: usize,
-) -> Option<f32> {
+) -> ObjectShares {
     let pixels = upsample_bilinear(map, rows, cols, width, height);
-    let (mut on_own, mut on_earlier) = (0f32, 0f32);
+    let (mut total, mut on_own, mut on_earlier) = (0f32, 0f32, 0f32);
     for (i, v) in pixels.iter().enumerate() {
+        total += v;
         if own[i] {
             on_own += v;
         } else if earlier.iter().any(|m| m[i]) {
             on_earlier += v;
         }
     }
-    let total = on_own + on_earlier;
-    (total > 0.0).then(|| on_earlier / total)
+    ObjectShares {
+        interference: if total > 0.0 { on_earlier / total } else { 0.0 },
+        confusion: (on_own + on_earlier > 0.0).then(|| on_earlier / (on_own + on_earlier)),
+    }
 }
 
 #[cfg(test)]
@@ -212,21 +201,17 @@ mod tests {
     }
 
     #[test]
-    fn interference_counts_mass_on_earlier_objects_only() {
-        let (w, h) = (2, 1);
-        let own = [false, true];
-        let earlier = [true, false];
-        assert_eq!(
-            interference(&[1.0, 0.0], 1, 2, &own, &[&earlier], w, h),
-            1.0
-        );
-        assert_eq!(
-            interference(&[0.0, 1.0], 1, 2, &own, &[&earlier], w, h),
-            0.0
-        );
-        assert_eq!(
-            interference(&[0.0, 0.0], 1, 2, &own, &[&earlier], w, h),
-            0.0
-        );
+    fn object_shares_count_mass_on_earlier_objects() {
+        let (w, h) = (3, 1);
+        let own = [false, true, false];
+        let earlier = [true, false, false];
+        let shares = |map: [f32; 3]| object_shares(&map, 1, 3, &own, &[&earlier], w, h);
+        assert_eq!(shares([1.0, 0.0, 0.0]).interference, 1.0);
+        assert_eq!(shares([0.0, 1.0, 1.0]).interference, 0.0);
+        // Background mass counts for interference, not for confusion.
+        let s = shares([1.0, 3.0, 4.0]);
+        assert_eq!((s.interference, s.confusion), (0.125, Some(0.25)));
+        let dark = shares([0.0, 0.0, 0.0]);
+        assert_eq!((dark.interference, dark.confusion), (0.0, None));
     }
 }

@@ -39,6 +39,31 @@ pub struct ReportImage {
     pub tiles: Vec<ReportTile>,
 }
 
+impl ReportImage {
+    /// An image of a prompt, read from `path`, placed as `placement` says.
+    pub fn from_placement(path: &str, placement: &glassbox_vision::ImagePlacement) -> Self {
+        Self {
+            path: path.to_string(),
+            width: placement.width,
+            height: placement.height,
+            rows: placement.rows,
+            cols: placement.cols,
+            tiles: placement
+                .tiles
+                .iter()
+                .map(|t| ReportTile {
+                    place: match t.kind {
+                        glassbox_vision::TileKind::Split { row, col } => TilePlace::Split(row, col),
+                        glassbox_vision::TileKind::Global => TilePlace::Global,
+                    },
+                    rows: t.grid.0,
+                    cols: t.grid.1,
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReportToken {
     pub id: u32,

@@ -4,12 +4,10 @@
 use std::path::Path;
 
 use base64::Engine;
-use glassbox_maps::{
-    ModeChoice, ReportImage, ReportTile, TamReport, TilePlace, explain_answer, render_tam_html,
-};
+use glassbox_maps::{ModeChoice, ReportImage, TamReport, explain_answer, render_tam_html};
 use glassbox_report::browser::{attr, chromium, dump_dom};
 use glassbox_runtime::LoadOptions;
-use glassbox_vision::{RgbImage, TileKind, VisionLanguageModel};
+use glassbox_vision::{RgbImage, VisionLanguageModel};
 
 fn report() -> (TamReport, Vec<Vec<u8>>) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -38,26 +36,10 @@ fn report() -> (TamReport, Vec<Vec<u8>>) {
         ModeChoice::Corrected,
     )
     .unwrap();
-    let placement = &prompt.images[0];
-    let images = vec![ReportImage {
-        path: path.display().to_string(),
-        width: placement.width,
-        height: placement.height,
-        rows: placement.rows,
-        cols: placement.cols,
-        tiles: placement
-            .tiles
-            .iter()
-            .map(|t| ReportTile {
-                place: match t.kind {
-                    TileKind::Split { row, col } => TilePlace::Split(row, col),
-                    TileKind::Global => TilePlace::Global,
-                },
-                rows: t.grid.0,
-                cols: t.grid.1,
-            })
-            .collect(),
-    }];
+    let images = vec![ReportImage::from_placement(
+        &path.display().to_string(),
+        &prompt.images[0],
+    )];
     let report = TamReport::new(
         "idefics3-tiny",
         &prompt.text,

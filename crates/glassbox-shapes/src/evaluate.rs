@@ -4,8 +4,8 @@
 //! interference (a later object's words lighting up an earlier object).
 
 use glassbox_maps::{
-    ExplainError, ModeChoice, Reduce, explain_answer, interference, merge_maps, object_confusion,
-    score_map, to_u8, words,
+    ExplainError, ModeChoice, Reduce, explain_answer, merge_maps, object_shares, score_map, to_u8,
+    words,
 };
 use glassbox_runtime::{GenerateOptions, Sampling};
 use glassbox_vision::{Prompt, VisionLanguageModel};
@@ -229,24 +229,10 @@ pub fn evaluate_maps(
                         .iter()
                         .map(|e| e.mask.as_slice())
                         .collect();
-                    s.interference.push(interference(
-                        &map,
-                        GRID,
-                        GRID,
-                        &object.mask,
-                        &earlier,
-                        side,
-                        side,
-                    ));
-                    s.confusion.extend(object_confusion(
-                        &map,
-                        GRID,
-                        GRID,
-                        &object.mask,
-                        &earlier,
-                        side,
-                        side,
-                    ));
+                    let shares =
+                        object_shares(&map, GRID, GRID, &object.mask, &earlier, side, side);
+                    s.interference.push(shares.interference);
+                    s.confusion.extend(shares.confusion);
                 }
             }
             if thresholds.is_empty() {
