@@ -7,6 +7,8 @@ use candle_core::{DType, Device};
 use glassbox_kernels::PackedMatrix;
 use glassbox_runtime::RuntimeError;
 
+use rayon::prelude::*;
+
 use crate::error::VisionError;
 
 pub(crate) struct Tensors {
@@ -112,14 +114,20 @@ pub(crate) struct Dense {
     pub bias: Option<Vec<f32>>,
 }
 
+/// Rows a task of the element-wise passes takes (split over rayon's pool: a split image's
+/// tower holds 13 × 1024 rows, and one thread would spend seconds on them).
+const ROWS_PER_TASK: usize = 64;
+
 impl Dense {
     /// `[m, n]` outputs of `m` input rows.
     pub(crate) fn apply(&self, x: &[f32], m: usize) -> Vec<f32> {
         let mut y = self.weight.matmul(x, m);
         if let Some(b) = &self.bias {
-            for row in y.chunks_mut(b.len()) {
-                row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-            }
+            y.par_chunks_mut(b.len() * ROWS_PER_TASK).for_each(|rows| {
+                for row in rows.chunks_mut(b.len()) {
+                    row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+                }
+            });
         }
         y
     }
@@ -132,6 +140,21 @@ pub(crate) struct Norm {
 
 impl Norm {
     pub(crate) fn apply(&self, x: &mut [f32], eps: f32) {
-        glassbox_kernels::math::layer_norm_rows_in_place(x, &self.weight, &self.bias, eps);
+        x.par_chunks_mut(self.weight.len() * ROWS_PER_TASK)
+            .for_each(|rows| {
+                glassbox_kernels::math::layer_norm_rows_in_place(
+                    rows,
+                    &self.weight,
+                    &self.bias,
+                    eps,
+                )
+            });
     }
+}
+
+/// `x += y`, element-wise over rayon's pool.
+pub(crate) fn add_in_place(x: &mut [f32], y: &[f32]) {
+    x.par_chunks_mut(4096)
+        .zip(y.par_chunks(4096))
+        .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a += b));
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::VisionError;
-use crate::tensors::{Dense, Norm, Tensors};
+use crate::tensors::{Dense, Norm, Tensors, add_in_place};
 
 /// The shape of a vision tower (`vision_config`).
 #[derive(Debug, Clone, Serialize)]
@@ -219,9 +219,11 @@ impl VisionTower {
         layer.norm1.apply(&mut h, c.layer_norm_eps);
         let qkv = layer.qkv.apply(&h, rows);
         let part = |i: usize| -> Vec<f32> {
-            qkv.chunks(3 * d)
-                .flat_map(|r| r[i * d..(i + 1) * d].iter().copied())
-                .collect()
+            let mut out = vec![0f32; rows * d];
+            out.par_chunks_mut(d)
+                .zip(qkv.par_chunks(3 * d))
+                .for_each(|(o, r)| o.copy_from_slice(&r[i * d..(i + 1) * d]));
+            out
         };
         let (q, k, v) = (part(0), part(1), part(2));
         let head_dim = d / c.num_heads;
@@ -253,12 +255,13 @@ impl VisionTower {
                 );
             });
         let o = layer.out.apply(&attended, rows);
-        x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+        add_in_place(x, &o);
         let mut h = x.to_vec();
         layer.norm2.apply(&mut h, c.layer_norm_eps);
         let mut mid = layer.fc1.apply(&h, rows);
-        glassbox_kernels::math::gelu_tanh_in_place(&mut mid);
+        mid.par_chunks_mut(4096)
+            .for_each(glassbox_kernels::math::gelu_tanh_in_place);
         let o = layer.fc2.apply(&mid, rows);
-        x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+        add_in_place(x, &o);
     }
 }
