@@ -450,6 +450,23 @@ mod tests {
         }
     }
 
+    /// The test inputs: four-wide hidden states read with [`rows`].
+    fn input<'a>(
+        hidden: &'a [f32],
+        grids: &'a [Grid],
+        prompt: &'a [ContextToken],
+        answer: &'a [ContextToken],
+    ) -> TamInput<'a> {
+        TamInput {
+            hidden,
+            d: 4,
+            grids,
+            prompt,
+            answer,
+            head_row: &rows,
+        }
+    }
+
     fn token(position: usize, token: u32, text: &str) -> ContextToken {
         ContextToken {
             position,
@@ -478,14 +495,7 @@ mod tests {
         let grids = [Grid::consecutive(0, 4, 4)];
         let prompt = [token(16, 2, " dog")];
         let answer = [token(17, 1, " cat")];
-        let input = TamInput {
-            hidden: &hidden,
-            d: 4,
-            grids: &grids,
-            prompt: &prompt,
-            answer: &answer,
-            head_row: &rows,
-        };
+        let input = input(&hidden, &grids, &prompt, &answer);
         let maps = tam(&input, Mode::Corrected).unwrap();
         let m = &maps[0];
         assert!((m.alpha - 1.0).abs() < 1e-6, "alpha {}", m.alpha);
@@ -515,14 +525,7 @@ mod tests {
         // Same text as the explained token: not a source of interference.
         let prompt = [token(16, 2, " cat")];
         let answer = [token(17, 1, " cat")];
-        let input = TamInput {
-            hidden: &hidden,
-            d: 4,
-            grids: &grids,
-            prompt: &prompt,
-            answer: &answer,
-            head_row: &rows,
-        };
+        let input = input(&hidden, &grids, &prompt, &answer);
         let m = &tam(&input, Mode::Corrected).unwrap()[0];
         assert_eq!(m.alpha, 0.0);
         assert_eq!(m.maps.eci[0][15], m.maps.eci[0][0]);
@@ -533,14 +536,7 @@ mod tests {
         let hidden = states(&[0.0; 16], &[0.0; 16], &[[0.0; 4]]);
         let grids = [Grid::consecutive(0, 4, 4)];
         let answer = [token(16, 1, "a")];
-        let input = TamInput {
-            hidden: &hidden,
-            d: 4,
-            grids: &grids,
-            prompt: &[],
-            answer: &answer,
-            head_row: &rows,
-        };
+        let input = input(&hidden, &grids, &[], &answer);
         let m = &tam(&input, Mode::Corrected).unwrap()[0];
         for v in Variant::ALL {
             assert!(m.maps.get(v)[0].iter().all(|&x| x == 0.0), "{v:?}");
@@ -570,14 +566,7 @@ mod tests {
             },
         ];
         let answer = [token(16, 1, "a")];
-        let input = TamInput {
-            hidden: &hidden,
-            d: 4,
-            grids: &grids,
-            prompt: &[],
-            answer: &answer,
-            head_row: &rows,
-        };
+        let input = input(&hidden, &grids, &[], &answer);
         let m = &tam(&input, Mode::Corrected).unwrap()[0];
         assert_eq!(m.maps.raw[0], vec![0.0; 4]);
         assert_eq!(m.maps.raw[1], vec![0.0, 0.0, 1.0, 0.0]);
@@ -594,14 +583,7 @@ mod tests {
         let grids = [Grid::consecutive(0, 4, 4)];
         let prompt = [token(16, 3, " hi")];
         let answer = [token(17, 1, " cat"), token(17, 1, " cat")];
-        let input = TamInput {
-            hidden: &hidden,
-            d: 4,
-            grids: &grids,
-            prompt: &prompt,
-            answer: &answer,
-            head_row: &rows,
-        };
+        let input = input(&hidden, &grids, &prompt, &answer);
         let quirks = ReferenceQuirks {
             last_prompt_token: 2,
             first_prompt_argmax: 3,
@@ -621,14 +603,7 @@ mod tests {
         let hidden = vec![0f32; 4 * 4];
         let answer = [token(9, 1, "a")];
         let grids = [Grid::consecutive(0, 2, 2)];
-        let input = TamInput {
-            hidden: &hidden,
-            d: 4,
-            grids: &grids,
-            prompt: &[],
-            answer: &answer,
-            head_row: &rows,
-        };
+        let input = input(&hidden, &grids, &[], &answer);
         assert!(matches!(
             tam(&input, Mode::Corrected),
             Err(TamError::PositionOutOfRange { position: 9, .. })

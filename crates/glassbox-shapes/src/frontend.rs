@@ -157,31 +157,14 @@ impl FrontEnd {
         }
     }
 
-    /// Each tile's patches (`[3, SIZE, SIZE]` channel-first pixels) as rows of
-    /// `PATCH_FEATURES`, in the convolution weight's (channel, row, column) order.
-    fn unfold(tiles: &[Vec<f32>]) -> Vec<f32> {
-        let s = SIZE as usize;
-        let mut x = Vec::with_capacity(tiles.len() * PATCHES * PATCH_FEATURES);
-        for tile in tiles {
-            for py in 0..GRID {
-                for px in 0..GRID {
-                    for ch in 0..3 {
-                        for ky in 0..PATCH {
-                            let start = ch * s * s + (py * PATCH + ky) * s + px * PATCH;
-                            x.extend_from_slice(&tile[start..start + PATCH]);
-                        }
-                    }
-                }
-            }
-        }
-        x
-    }
-
     /// Image-token embeddings `[tiles · PATCHES, text_hidden]`.
     pub fn forward(&self, tiles: &[Vec<f32>]) -> (Vec<f32>, Cache) {
         let d = VISION_HIDDEN;
         let rows = tiles.len() * PATCHES;
-        let x = Self::unfold(tiles);
+        let x: Vec<f32> = tiles
+            .iter()
+            .flat_map(|t| glassbox_vision::unfold_patches(t, SIZE as usize, PATCH))
+            .collect();
         let mut e = mul_transposed(&x, &self.patch, rows, PATCH_FEATURES, d);
         add_bias(&mut e, &self.patch_bias);
         for tile in e.chunks_mut(PATCHES * d) {

@@ -22,4 +22,4 @@ pub use model::{
     VisionLanguageModel, generate_from_embeddings, is_vision_checkpoint,
 };
 pub use processor::{FixedProcessing, IMAGE_TOKEN, Idefics3Processing, ProcessedImage, Processing};
-pub use tower::{TowerConfig, VisionTower};
+pub use tower::{TowerConfig, VisionTower, unfold_patches};

@@ -174,7 +174,10 @@ impl VisionTower {
         let c = &self.config;
         let (d, n) = (c.hidden_size, c.patches());
         let rows = tiles.len() * n;
-        let patches: Vec<f32> = tiles.iter().flat_map(|t| self.unfold(t)).collect();
+        let patches: Vec<f32> = tiles
+            .iter()
+            .flat_map(|t| unfold_patches(t, c.image_size, c.patch_size))
+            .collect();
         let mut x = self.patch_embed.apply(&patches, rows);
         for tile in x.chunks_mut(n * d) {
             tile.iter_mut()
@@ -188,27 +191,6 @@ impl VisionTower {
             norm.apply(&mut x, c.layer_norm_eps);
         }
         x
-    }
-
-    /// A tile's patches as rows in the convolution weight's (channel, row, column) order.
-    fn unfold(&self, tile: &[f32]) -> Vec<f32> {
-        let (s, p, g) = (
-            self.config.image_size,
-            self.config.patch_size,
-            self.config.grid(),
-        );
-        let mut out = Vec::with_capacity(3 * s * s);
-        for py in 0..g {
-            for px in 0..g {
-                for ch in 0..3 {
-                    for ky in 0..p {
-                        let start = ch * s * s + (py * p + ky) * s + px * p;
-                        out.extend_from_slice(&tile[start..start + p]);
-                    }
-                }
-            }
-        }
-        out
     }
 
     fn layer_forward(&self, layer: &EncoderLayer, x: &mut [f32], tiles: usize) {
@@ -264,4 +246,23 @@ impl VisionTower {
         let o = layer.fc2.apply(&mid, rows);
         add_in_place(x, &o);
     }
+}
+
+/// A channel-first `[3, size, size]` tile's `patch × patch` patches, row-major, each flattened
+/// in a patch-embedding convolution weight's (channel, row, column) order: the rows a
+/// convolution with stride = kernel = `patch` multiplies by its weight.
+pub fn unfold_patches(tile: &[f32], size: usize, patch: usize) -> Vec<f32> {
+    let grid = size / patch;
+    let mut out = Vec::with_capacity(3 * size * size);
+    for py in 0..grid {
+        for px in 0..grid {
+            for ch in 0..3 {
+                for ky in 0..patch {
+                    let start = ch * size * size + (py * patch + ky) * size + px * patch;
+                    out.extend_from_slice(&tile[start..start + patch]);
+                }
+            }
+        }
+    }
+    out
 }
