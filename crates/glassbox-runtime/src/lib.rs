@@ -23,6 +23,7 @@
 //! models and Hugging Face fixtures, and its backward to candle autograd and finite
 //! differences.
 
+mod assemble;
 mod backward;
 mod capture;
 mod config;
@@ -42,6 +43,7 @@ mod weights;
 
 use std::path::{Path, PathBuf};
 
+pub use assemble::Placed;
 pub use backward::{GradientRow, Objective, RowGradients, SAVED_BYTES_PER_BATCH};
 pub use capture::{Array, Capture, HOOK_NAMES, Hook};
 pub use config::{

@@ -338,3 +338,98 @@ fn caches_share_prefixes_and_grow_in_place() {
     let next = all_logits(model, Row::tokens(vec![ids[14]]).with_past(solo));
     assert!(max_abs_diff(&next[0], &full[14]) < FAST_PATH_TOLERANCE);
 }
+
+/// The logits of `tail` continuing `cache` (at the positions after it).
+fn continued(model: &Model, cache: &glassbox_runtime::KvCache, tail: &[u32]) -> Vec<Vec<f32>> {
+    all_logits(model, Row::tokens(tail.to_vec()).with_past(cache.clone()))
+}
+
+fn check_moved_caches(model: &Model) {
+    let ids = ids(model, TEXT);
+    let (head, tail) = ids.split_at(7);
+    let kv = |row: Row| {
+        model
+            .forward(vec![row.with_logits(LogitsAt::None)], &Capture::kv())
+            .unwrap()
+            .remove(0)
+            .kv
+            .unwrap()
+    };
+    // The same tokens computed at positions 0.. and at 40..: moving the first by 40 gives the
+    // second (a block that attends only within itself depends on relative positions alone).
+    let at_zero = kv(Row::tokens(head.to_vec()));
+    let at_forty = kv(Row::tokens(head.to_vec()).with_positions((40..47).collect()));
+    let moved = model
+        .assemble_cache(
+            None,
+            &[glassbox_runtime::Placed {
+                cache: &at_zero,
+                tokens: 0..7,
+                at: 40,
+            }],
+        )
+        .unwrap();
+    assert_eq!(moved.positions(), at_forty.positions());
+    let (a, b) = (continued(model, &moved, tail), continued(model, &at_forty, tail));
+    // Relative to the logits' scale: composing two rotations rounds differently from one
+    // (Gemma's logits run to the tens, where f32 rounding alone is ~1e-5 absolute).
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        let scale = y.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let d = max_abs_diff(x, y) / scale;
+        assert!(d < 1e-5, "tail token {i}: {d} relative");
+    }
+    // Unmoved, the rotation would matter: the same cache left at 0..7 continues differently.
+    let stale = model
+        .forward(
+            vec![
+                Row::tokens(tail.to_vec())
+                    .with_past(at_zero.clone())
+                    .with_positions((47..47 + tail.len() as u32).collect())
+                    .with_logits(LogitsAt::All),
+            ],
+            &Capture::none(),
+        )
+        .unwrap()
+        .remove(0)
+        .logits
+        .unwrap();
+    assert!(max_abs_diff(stale.at(tail.len() - 1), &b[tail.len() - 1]) > 1e-2);
+
+    // A zero shift copies: a cache rebuilt from its own prefix and rest continues identically.
+    let whole = kv(Row::tokens(ids[..ids.len() - 1].to_vec()));
+    let rebuilt = model
+        .assemble_cache(
+            Some(&whole.truncated(3)),
+            &[glassbox_runtime::Placed {
+                cache: &whole,
+                tokens: 3..whole.len(),
+                at: 3,
+            }],
+        )
+        .unwrap();
+    let last = &ids[ids.len() - 1..];
+    assert_eq!(continued(model, &rebuilt, last), continued(model, &whole, last));
+
+    // Positions that go backwards are refused.
+    let err = model
+        .assemble_cache(
+            Some(&at_forty),
+            &[glassbox_runtime::Placed {
+                cache: &at_zero,
+                tokens: 0..7,
+                at: 10,
+            }],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("increase"), "{err}");
+}
+
+#[test]
+fn moved_caches_equal_caches_computed_at_the_new_positions() {
+    check_moved_caches(smollm());
+}
+
+#[test]
+fn moved_caches_hold_for_gemma_local_and_global_rotary_settings() {
+    check_moved_caches(gemma());
+}

@@ -1,0 +1,147 @@
+//! Caches assembled from stretches of other caches, moved to new positions.
+//!
+//! Rotary embeddings make a key's position a rotation of it, and rotations compose: a key
+//! computed at position `p` becomes the key of position `p + s` when rotated by `s` more.
+//! Values carry no position. So the keys and values of a passage computed once can be placed
+//! anywhere in a later prompt by re-rotating its keys — what position-independent passage
+//! caches (and any "drop these tokens from a cached prompt and close the gap" scheme) need.
+//! What the moved tokens attended to when they were computed does not change: that is the
+//! approximation such schemes make, and they measure it; the re-rotation itself is exact up
+//! to float rounding (a shift of zero copies bit for bit).
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::RuntimeError;
+use crate::kv::{KvCache, KvSegment};
+use crate::model::Model;
+
+/// A stretch of a cache, placed so that its first token gets position `at` (the others keep
+/// their distances to it).
+#[derive(Debug, Clone)]
+pub struct Placed<'a> {
+    pub cache: &'a KvCache,
+    /// Token indices within `cache`.
+    pub tokens: Range<usize>,
+    pub at: u32,
+}
+
+impl Model {
+    /// `base` (shared, unchanged) followed by every part in order, copied into one new
+    /// segment with their keys re-rotated to their new positions. Positions must increase
+    /// along the result, and stay inside the context window.
+    pub fn assemble_cache(
+        &self,
+        base: Option<&KvCache>,
+        parts: &[Placed<'_>],
+    ) -> Result<KvCache, RuntimeError> {
+        let cfg = self.config();
+        let (layers, w) = (cfg.num_layers, cfg.kv_width());
+        let mut out = base
+            .cloned()
+            .unwrap_or_else(|| KvCache::empty(layers, w));
+        if out.layers != layers || out.kv_width != w {
+            return Err(RuntimeError::InvalidRequest(
+                "the KV cache was made by a different model".into(),
+            ));
+        }
+        let mut segment = KvSegment::empty(layers);
+        for part in parts {
+            let cache = part.cache;
+            if cache.layers != layers || cache.kv_width != w {
+                return Err(RuntimeError::InvalidRequest(
+                    "a KV cache part was made by a different model".into(),
+                ));
+            }
+            let Range { start, end } = part.tokens;
+            if start > end || end > cache.len() {
+                return Err(RuntimeError::InvalidRequest(format!(
+                    "tokens {start}..{end} of a cache of {}",
+                    cache.len()
+                )));
+            }
+            if start == end {
+                continue;
+            }
+            let shift = i64::from(part.at) - i64::from(cache.positions[start]);
+            for &p in &cache.positions[start..end] {
+                let moved = i64::from(p) + shift;
+                let previous = out.positions.last().map(|&q| i64::from(q));
+                if previous.is_some_and(|q| moved <= q) || moved < 0 {
+                    return Err(RuntimeError::BadPositions(
+                        "assembled positions must increase along the cache".into(),
+                    ));
+                }
+                if moved as usize >= cfg.context_length {
+                    return Err(RuntimeError::ContextOverflow {
+                        tokens: moved as usize + 1,
+                        window: cfg.context_length,
+                    });
+                }
+                out.positions.push(moved as u32);
+            }
+            for l in 0..layers {
+                let (keys, values) = &mut segment.layers[l];
+                let from = keys.len();
+                copy_tokens(cache, l, start..end, keys, values);
+                if shift != 0 {
+                    let (theta, scale) = cfg.layer_rope(l);
+                    rotate(
+                        &mut keys[from..],
+                        cfg.num_kv_heads,
+                        cfg.head_dim,
+                        theta,
+                        scale,
+                        shift,
+                    );
+                }
+            }
+        }
+        if segment.layers.first().is_some_and(|(k, _)| !k.is_empty()) {
+            out.segments.push(Arc::new(segment));
+        }
+        Ok(out)
+    }
+}
+
+/// Appends the keys and values of `tokens` of `cache` at layer `l` (across its segments).
+fn copy_tokens(
+    cache: &KvCache,
+    l: usize,
+    tokens: Range<usize>,
+    keys: &mut Vec<f32>,
+    values: &mut Vec<f32>,
+) {
+    let w = cache.kv_width;
+    let mut offset = 0;
+    for seg in &cache.segments {
+        let (k, v) = &seg.layers[l];
+        let len = k.len() / w;
+        let (a, b) = (tokens.start.max(offset), tokens.end.min(offset + len));
+        if a < b {
+            keys.extend_from_slice(&k[(a - offset) * w..(b - offset) * w]);
+            values.extend_from_slice(&v[(a - offset) * w..(b - offset) * w]);
+        }
+        offset += len;
+        if offset >= tokens.end {
+            break;
+        }
+    }
+}
+
+/// Rotates keys `[tokens, heads, head_dim]` (half layout) by `shift` positions more, with the
+/// frequencies the forward pass uses (`θ^(-2i/d) / scale`); the angle is computed in f64 so
+/// long shifts lose nothing to rounding.
+fn rotate(keys: &mut [f32], heads: usize, head_dim: usize, theta: f32, scale: f32, shift: i64) {
+    let half = head_dim / 2;
+    let (cos, sin): (Vec<f32>, Vec<f32>) = (0..half)
+        .map(|i| {
+            let f = 1.0 / theta.powf((2 * i) as f32 / head_dim as f32) / scale;
+            let angle = shift as f64 * f64::from(f);
+            (angle.cos() as f32, angle.sin() as f32)
+        })
+        .unzip();
+    for token in keys.chunks_mut(heads * head_dim) {
+        glassbox_kernels::math::rope_half(token, heads, head_dim, &cos, &sin);
+    }
+}
