@@ -387,29 +387,58 @@ fn attribute(
                 aggregate,
             };
             let estimate = estimate(method, &mut game, request.seed)?;
-            let mut targets = vec![Target {
-                label: "answer".into(),
-                kind: aggregate.name().into(),
-                tokens: Some((0, answer.len())),
-            }];
-            targets.extend(answer_tokens.iter().enumerate().map(|(i, t)| Target {
-                label: t.text.clone(),
-                kind: "token_logprob".into(),
-                tokens: Some((i, i + 1)),
-            }));
-            (estimate, targets)
+            (estimate, answer_targets(aggregate, answer_tokens))
         }
         CiteTarget::AnswerIdentity => identity(model, &mut engine, answer, method, request.seed)?,
     };
     let stats = engine.stats().clone();
-    Ok(Attribution {
+    let cost = Cost {
+        evaluations: stats.evaluations,
+        forward_passes: stats.forward_passes,
+        tokens: stats.tokens,
+        tokens_from_scratch: stats.tokens_from_scratch,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let info = MethodInfo {
+        name: method.name().into(),
+        params: estimate.params.clone(),
+        seed: method.is_sampled().then_some(request.seed),
+    };
+    Ok(package(
+        model, request, info, units, targets, estimate, cost,
+    ))
+}
+
+/// The targets of the log-probability game: the whole answer (by `aggregate`), then each of
+/// its tokens.
+pub fn answer_targets(aggregate: Aggregate, answer_tokens: &[AnswerToken]) -> Vec<Target> {
+    let mut targets = vec![Target {
+        label: "answer".into(),
+        kind: aggregate.name().into(),
+        tokens: Some((0, answer_tokens.len())),
+    }];
+    targets.extend(answer_tokens.iter().enumerate().map(|(i, t)| Target {
+        label: t.text.clone(),
+        kind: "token_logprob".into(),
+        tokens: Some((i, i + 1)),
+    }));
+    targets
+}
+
+/// An estimate made on `model` by `method`, as the report's attribution.
+pub fn package(
+    model: &Model,
+    request: &CiteRequest,
+    method: MethodInfo,
+    units: Vec<Unit>,
+    targets: Vec<Target>,
+    estimate: crate::methods::Estimate,
+    cost: Cost,
+) -> Attribution {
+    Attribution {
         schema: ATTRIBUTION_SCHEMA.into(),
         model: model.info().name.clone(),
-        method: MethodInfo {
-            name: method.name().into(),
-            params: estimate.params,
-            seed: method.is_sampled().then_some(request.seed),
-        },
+        method,
         perturbation: request.perturbation.name().into(),
         units,
         targets,
@@ -417,15 +446,9 @@ fn attribute(
         std_errors: estimate.std_errors,
         value_full: estimate.value_full,
         value_empty: estimate.value_empty,
-        cost: Cost {
-            evaluations: stats.evaluations,
-            forward_passes: stats.forward_passes,
-            tokens: stats.tokens,
-            tokens_from_scratch: stats.tokens_from_scratch,
-            seconds: started.elapsed().as_secs_f64(),
-        },
+        cost,
         diagnostics: estimate.diagnostics,
-    })
+    }
 }
 
 /// The answer-identity game in two passes over the same coalitions: the first (crediting only
@@ -671,6 +694,7 @@ pub fn cite(model: &Model, request: &CiteRequest) -> Result<CiteReport, Attribut
         answer_generated: generated,
         attribution,
         refinements,
+        approximation: None,
     })
 }
 

@@ -265,6 +265,15 @@ impl<'m> Engine<'m> {
         self.units
     }
 
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
+    /// The prompt as the engine runs it: fixed token runs and units.
+    pub fn pieces(&self) -> &[TokenSegment] {
+        &self.pieces
+    }
+
     pub fn answer(&self) -> &[u32] {
         &self.answer
     }
@@ -791,6 +800,19 @@ impl Aggregate {
             Aggregate::Mean => "mean_logprob",
         }
     }
+
+    /// A coalition's values from the answer's token log-probabilities: the aggregate, then
+    /// each token's.
+    pub fn values(&self, logprobs: &[f32]) -> Vec<f64> {
+        let total: f64 = logprobs.iter().map(|&x| x as f64).sum();
+        let head = match self {
+            Aggregate::Sum => total,
+            Aggregate::Mean => total / logprobs.len() as f64,
+        };
+        std::iter::once(head)
+            .chain(logprobs.iter().map(|&x| x as f64))
+            .collect()
+    }
 }
 
 /// The game of a fixed answer: values are `[aggregate, ln p(token_0), ..., ln p(token_m-1)]`,
@@ -815,17 +837,8 @@ impl crate::Game for AnswerGame<'_, '_> {
         Ok(self
             .engine
             .readouts(coalitions)?
-            .into_iter()
-            .map(|lp| {
-                let total: f64 = lp.iter().map(|&x| x as f64).sum();
-                let head = match aggregate {
-                    Aggregate::Sum => total,
-                    Aggregate::Mean => total / lp.len() as f64,
-                };
-                std::iter::once(head)
-                    .chain(lp.iter().map(|&x| x as f64))
-                    .collect()
-            })
+            .iter()
+            .map(|lp| aggregate.values(lp))
             .collect())
     }
 }

@@ -17,9 +17,9 @@ mod verbalize;
 pub use heatmap::{HeatmapView, render_attribute_html, render_attribute_terminal};
 pub use html::{escape_html, render_html};
 pub use schema::{
-    ATTRIBUTE_SCHEMA, ATTRIBUTION_SCHEMA, Aggregation, AnswerToken, AttributeReport, Attribution,
-    CITE_SCHEMA, CiteReport, Cost, MethodInfo, Refinement, RequestRecord, SchemaError, Target,
-    Unit, ViewSettings,
+    ATTRIBUTE_SCHEMA, ATTRIBUTION_SCHEMA, Aggregation, AnswerToken, Approximation,
+    ApproximationStep, AttributeReport, Attribution, CITE_SCHEMA, CiteReport, Cost, FidelityCheck,
+    MethodInfo, Refinement, RequestRecord, SchemaError, Target, Unit, ViewSettings,
 };
 pub use terminal::{ColorMode, render_terminal};
 pub use verbalize::{describe_target, verbalize};

@@ -117,6 +117,44 @@ pub struct CiteReport {
     /// targets are present they follow, one per answer token.
     pub attribution: Attribution,
     pub refinements: Vec<Refinement>,
+    /// Present when the scores are an estimate made a cheaper way than the method's exact
+    /// computation on the model (a proxy model, cached passages, groups first, one pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approximation: Option<Approximation>,
+}
+
+/// What an approximate result approximates, how, and (when asked) how well.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approximation {
+    /// What the scores stand in for, e.g. `leave_one_out on SmolLM2-135M-Instruct`.
+    pub estimate_of: String,
+    /// The approximations stacked, outermost first (`proxy`, `hierarchical`,
+    /// `passage_kv`, `context_kv`, `attention`, `gradxinput`), each with its parameters.
+    pub steps: Vec<ApproximationStep>,
+    /// The estimate measured against the exact computation on some passages (`--check`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<FidelityCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApproximationStep {
+    pub name: String,
+    pub description: String,
+    pub params: serde_json::Value,
+}
+
+/// Exact leave-one-out on the target model for a few passages, next to the estimate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FidelityCheck {
+    /// Passages checked (indices into the units), the estimate's top ones.
+    pub units: Vec<usize>,
+    pub estimate: Vec<f64>,
+    pub exact_loo: Vec<f64>,
+    /// Spearman correlation of estimate and exact over the checked passages (None for < 3).
+    pub spearman: Option<f64>,
+    /// Whether the estimate's top passage is also the exact top among those checked.
+    pub top1_agrees: bool,
+    pub cost: Cost,
 }
 
 /// How finer scores combine into a coarser unit's score when a result is viewed.

@@ -240,7 +240,33 @@ pub fn render_terminal(report: &CiteReport, color: ColorMode) -> String {
     if !a.diagnostics.is_null() {
         let _ = writeln!(out, "diagnostics: {}", a.diagnostics);
     }
+    if let Some(approx) = &report.approximation {
+        approximation(&mut out, approx);
+    }
     out
+}
+
+/// Says that the scores are an estimate, of what, how they were made, and how well they held
+/// up where they were checked.
+fn approximation(out: &mut String, approx: &crate::Approximation) {
+    let _ = writeln!(out, "\nESTIMATE of {}, made by:", approx.estimate_of);
+    for step in &approx.steps {
+        let _ = writeln!(out, "  {}: {} {}", step.name, step.description, step.params);
+    }
+    if let Some(c) = &approx.check {
+        let labels: Vec<String> = c.units.iter().map(|u| format!("[{}]", u + 1)).collect();
+        let rho = c
+            .spearman
+            .map_or_else(|| "n/a".to_string(), |r| format!("{r:.3}"));
+        let _ = writeln!(
+            out,
+            "check against exact leave-one-out on {}: Spearman {rho}, top passage {} ({} tokens, {:.2} s)",
+            labels.join(" "),
+            if c.top1_agrees { "agrees" } else { "DISAGREES" },
+            c.cost.tokens,
+            c.cost.seconds
+        );
+    }
 }
 
 #[cfg(test)]

@@ -106,6 +106,7 @@ pub(crate) fn report() -> CiteReport {
             attribution: refined,
             refinements: Vec::new(),
         }],
+        approximation: None,
     }
 }
 

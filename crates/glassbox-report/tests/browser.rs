@@ -98,6 +98,7 @@ fn report() -> CiteReport {
         answer_generated: true,
         attribution,
         refinements: Vec::new(),
+        approximation: None,
     }
 }
 

@@ -37,9 +37,7 @@ impl Model {
     ) -> Result<KvCache, RuntimeError> {
         let cfg = self.config();
         let (layers, w) = (cfg.num_layers, cfg.kv_width());
-        let mut out = base
-            .cloned()
-            .unwrap_or_else(|| KvCache::empty(layers, w));
+        let mut out = base.cloned().unwrap_or_else(|| KvCache::empty(layers, w));
         if out.layers != layers || out.kv_width != w {
             return Err(RuntimeError::InvalidRequest(
                 "the KV cache was made by a different model".into(),

@@ -370,7 +370,10 @@ fn check_moved_caches(model: &Model) {
         )
         .unwrap();
     assert_eq!(moved.positions(), at_forty.positions());
-    let (a, b) = (continued(model, &moved, tail), continued(model, &at_forty, tail));
+    let (a, b) = (
+        continued(model, &moved, tail),
+        continued(model, &at_forty, tail),
+    );
     // Relative to the logits' scale: composing two rotations rounds differently from one
     // (Gemma's logits run to the tens, where f32 rounding alone is ~1e-5 absolute).
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
@@ -408,7 +411,10 @@ fn check_moved_caches(model: &Model) {
         )
         .unwrap();
     let last = &ids[ids.len() - 1..];
-    assert_eq!(continued(model, &rebuilt, last), continued(model, &whole, last));
+    assert_eq!(
+        continued(model, &rebuilt, last),
+        continued(model, &whole, last)
+    );
 
     // Positions that go backwards are refused.
     let err = model

@@ -1,0 +1,311 @@
+//! Coalitions assembled from cached passages: each passage's keys and values are computed
+//! once, and a coalition's prompt is put together from them with the rotary positions
+//! re-applied ([`Model::assemble_cache`]), so a coalition costs only its tail (question,
+//! template and answer) instead of everything after its first missing passage.
+//!
+//! The model was not trained for this: a kept passage's states are the ones it had when it
+//! was cached, not the ones it would have next to the coalition's other passages. Two ways of
+//! caching make two different approximations:
+//!
+//! - [`PassageEncoding::Independent`]: each passage computed on its own right after the
+//!   shared header (position-independent caches, as in TurboRAG or FiD-style encoders);
+//!   passages never see each other. Exact for the empty coalition and for one passage.
+//! - [`PassageEncoding::InContext`]: the states of one forward pass over the full prompt, each
+//!   passage having seen the ones before it (AttriBoT's "cached activations"); a dropped
+//!   passage's influence on later passages stays. Exact for the full coalition.
+//!
+//! The tail always runs for real and sees exactly the coalition's passages.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::time::Instant;
+
+use glassbox_attribution::{
+    Aggregate, AttributionError, Coalition, Engine, EngineStats, Game, Perturbation, TokenSegment,
+};
+use glassbox_runtime::{Capture, KvCache, LogitsAt, Model, Placed, Row};
+
+/// How the passages' keys and values are cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassageEncoding {
+    Independent,
+    InContext,
+}
+
+impl PassageEncoding {
+    pub fn name(&self) -> &'static str {
+        match self {
+            PassageEncoding::Independent => "passage_kv",
+            PassageEncoding::InContext => "context_kv",
+        }
+    }
+
+    pub fn description(&self) -> &'static str {
+        match self {
+            PassageEncoding::Independent => {
+                "position-independent passage caches: each passage encoded alone after the header, \
+                 assembled per coalition with rotary positions re-applied; only the tail runs"
+            }
+            PassageEncoding::InContext => {
+                "passages cached from one pass over the full prompt, assembled per coalition with \
+                 rotary positions re-applied; only the tail runs"
+            }
+        }
+    }
+}
+
+/// A stretch of the prompt between the header and the tail: a unit, or fixed text between
+/// units (always kept).
+struct Block {
+    unit: Option<usize>,
+    /// Which cache holds its keys and values, and where.
+    cache: usize,
+    tokens: Range<usize>,
+}
+
+/// Live assembled caches allowed per batch of coalitions (bytes).
+const ASSEMBLED_BUDGET_BYTES: usize = 1536 << 20;
+/// Most coalitions per batch.
+const MAX_BATCH: usize = 32;
+
+/// The answer game of a cite prompt, evaluated on cached passages.
+pub struct FusedGame<'m> {
+    model: &'m Model,
+    encoding: PassageEncoding,
+    aggregate: Aggregate,
+    header: KvCache,
+    caches: Vec<KvCache>,
+    blocks: Vec<Block>,
+    tail: Vec<u32>,
+    answer: Vec<u32>,
+    units: usize,
+    memo: HashMap<Coalition, Vec<f32>>,
+    stats: EngineStats,
+}
+
+impl<'m> FusedGame<'m> {
+    /// Caches the passages of `engine`'s prompt (its tokenization, already checked to match
+    /// the whole text's) in the chosen way.
+    pub fn new(
+        engine: &Engine<'m>,
+        encoding: PassageEncoding,
+        aggregate: Aggregate,
+    ) -> Result<Self, AttributionError> {
+        if *engine.perturbation() != Perturbation::Delete {
+            return Err(AttributionError::BadInput(
+                "passage caches support the delete perturbation only".into(),
+            ));
+        }
+        let model = engine.model();
+        let pieces = engine.pieces();
+        let header = match pieces.first() {
+            Some(TokenSegment::Fixed(t)) if !t.is_empty() => t.clone(),
+            _ => {
+                return Err(AttributionError::BadInput(
+                    "passage caches need fixed text before the first passage".into(),
+                ));
+            }
+        };
+        let tail = match pieces.last() {
+            Some(TokenSegment::Fixed(t)) if pieces.len() > 1 && !t.is_empty() => t.clone(),
+            _ => {
+                return Err(AttributionError::BadInput(
+                    "passage caches need fixed text after the last passage (the question)".into(),
+                ));
+            }
+        };
+        let middle: Vec<(Option<usize>, &[u32])> = pieces[1..pieces.len() - 1]
+            .iter()
+            .map(|p| match p {
+                TokenSegment::Fixed(t) => (None, t.as_slice()),
+                TokenSegment::Unit { unit, kept, .. } => (Some(*unit), kept.as_slice()),
+            })
+            .filter(|(_, t)| !t.is_empty())
+            .collect();
+        let started = Instant::now();
+        let mut stats = EngineStats::default();
+        let kv =
+            |rows: Vec<Row>, stats: &mut EngineStats| -> Result<Vec<KvCache>, AttributionError> {
+                let outs = model.forward(rows, &Capture::kv())?;
+                stats.forward_passes += 1;
+                Ok(outs
+                    .into_iter()
+                    .map(|o| o.kv.expect("asked for the cache"))
+                    .collect())
+            };
+        let h = header.len();
+        stats.tokens += h;
+        let header_cache = kv(
+            vec![Row::tokens(header.clone()).with_logits(LogitsAt::None)],
+            &mut stats,
+        )?
+        .remove(0);
+        let (caches, blocks) = match encoding {
+            PassageEncoding::Independent => {
+                let rows = middle
+                    .iter()
+                    .map(|(_, t)| {
+                        stats.tokens += t.len();
+                        Row::tokens(t.to_vec())
+                            .with_past(header_cache.clone())
+                            .with_logits(LogitsAt::None)
+                    })
+                    .collect();
+                let caches = kv(rows, &mut stats)?;
+                let blocks = middle
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (unit, t))| Block {
+                        unit: *unit,
+                        cache: i,
+                        tokens: h..h + t.len(),
+                    })
+                    .collect();
+                (caches, blocks)
+            }
+            PassageEncoding::InContext => {
+                let body: Vec<u32> = middle.iter().flat_map(|(_, t)| t.iter().copied()).collect();
+                stats.tokens += body.len();
+                let cache = kv(
+                    vec![
+                        Row::tokens(body)
+                            .with_past(header_cache.clone())
+                            .with_logits(LogitsAt::None),
+                    ],
+                    &mut stats,
+                )?
+                .remove(0);
+                let mut at = h;
+                let blocks = middle
+                    .iter()
+                    .map(|(unit, t)| {
+                        at += t.len();
+                        Block {
+                            unit: *unit,
+                            cache: 0,
+                            tokens: at - t.len()..at,
+                        }
+                    })
+                    .collect();
+                (vec![cache], blocks)
+            }
+        };
+        stats.seconds = started.elapsed().as_secs_f64();
+        Ok(Self {
+            model,
+            encoding,
+            aggregate,
+            header: header_cache,
+            caches,
+            blocks,
+            tail,
+            answer: engine.answer().to_vec(),
+            units: engine.units(),
+            memo: HashMap::new(),
+            stats,
+        })
+    }
+
+    pub fn encoding(&self) -> PassageEncoding {
+        self.encoding
+    }
+
+    /// Work done so far, caching included (`tokens_from_scratch`: what the same coalitions
+    /// would cost evaluated whole).
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// The coalition's prompt (header and kept blocks) as one cache.
+    fn assemble(&self, c: &Coalition) -> Result<KvCache, AttributionError> {
+        let mut at = self.header.next_position();
+        let mut parts = Vec::new();
+        for b in &self.blocks {
+            if b.unit.is_none_or(|u| c.contains(u)) {
+                parts.push(Placed {
+                    cache: &self.caches[b.cache],
+                    tokens: b.tokens.clone(),
+                    at,
+                });
+                at += b.tokens.len() as u32;
+            }
+        }
+        Ok(self.model.assemble_cache(Some(&self.header), &parts)?)
+    }
+
+    /// The answer's token log-probabilities after each coalition's prompt (memoized).
+    pub fn logprobs(
+        &mut self,
+        coalitions: &[Coalition],
+    ) -> Result<Vec<Vec<f32>>, AttributionError> {
+        let mut todo: Vec<Coalition> = Vec::new();
+        for c in coalitions {
+            if c.universe() != self.units {
+                return Err(AttributionError::BadInput(format!(
+                    "coalition over {} units for a prompt of {}",
+                    c.universe(),
+                    self.units
+                )));
+            }
+            if !self.memo.contains_key(c) && !todo.contains(c) {
+                todo.push(c.clone());
+            }
+        }
+        let started = Instant::now();
+        let cfg = self.model.config();
+        let per_token = cfg.num_layers * 2 * cfg.kv_width() * 4;
+        let full = self.header.len() + self.blocks.iter().map(|b| b.tokens.len()).sum::<usize>();
+        let batch = (ASSEMBLED_BUDGET_BYTES / (per_token * full).max(1)).clamp(1, MAX_BATCH);
+        let m = self.answer.len();
+        for part in todo.chunks(batch) {
+            let mut rows = Vec::with_capacity(part.len());
+            for c in part {
+                let past = self.assemble(c)?;
+                let mut tokens = self.tail.clone();
+                tokens.extend_from_slice(&self.answer[..m - 1]);
+                let first = self.tail.len() - 1;
+                self.stats.tokens += tokens.len();
+                self.stats.tokens_from_scratch += past.len() + tokens.len();
+                rows.push(
+                    Row::tokens(tokens)
+                        .with_past(past)
+                        .with_logits(LogitsAt::Range(first..first + m))
+                        .with_score(self.answer.clone()),
+                );
+            }
+            let outs = self.model.forward(rows, &Capture::none())?;
+            self.stats.forward_passes += 1;
+            for (c, out) in part.iter().zip(outs) {
+                let lp = out
+                    .scores
+                    .expect("rows asked for scores")
+                    .iter()
+                    .map(|s| s.logprob)
+                    .collect();
+                self.memo.insert(c.clone(), lp);
+            }
+            self.stats.evaluations += part.len();
+        }
+        self.stats.seconds += started.elapsed().as_secs_f64();
+        Ok(coalitions.iter().map(|c| self.memo[c].clone()).collect())
+    }
+}
+
+impl Game for FusedGame<'_> {
+    fn players(&self) -> usize {
+        self.units
+    }
+
+    fn dims(&self) -> usize {
+        1 + self.answer.len()
+    }
+
+    fn values(&mut self, coalitions: &[Coalition]) -> Result<Vec<Vec<f64>>, AttributionError> {
+        let aggregate = self.aggregate;
+        Ok(self
+            .logprobs(coalitions)?
+            .iter()
+            .map(|lp| aggregate.values(lp))
+            .collect())
+    }
+}

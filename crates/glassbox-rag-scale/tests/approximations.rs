@@ -1,0 +1,333 @@
+//! Each approximation against the exact computation where it must equal it, on the default
+//! model: position-independent caches with one passage, in-context caches for the full
+//! prompt, hierarchy with groups of one, a proxy that is the target; and bad input, and
+//! determinism by seed.
+
+#[path = "../../glassbox-attribution/tests/common/mod.rs"]
+mod common;
+
+use std::num::NonZeroUsize;
+
+use common::model;
+use glassbox_attribution::cite::{
+    CiteRequest, CiteTarget, DEFAULT_TEMPLATE, RagTemplate, cite, prepare,
+};
+use glassbox_attribution::{
+    Aggregate, AnswerGame, Coalition, Engine, Game, Method, Perturbation, TokenSegment,
+};
+use glassbox_rag_scale::{
+    ExpandRule, FusedGame, Hierarchy, OnePass, PassageEncoding, ScaleOptions, Strategy,
+    cite_at_scale,
+};
+use glassbox_runtime::{Capture, LogitsAt, Row};
+
+fn request(passages: &[&str], method: Method) -> CiteRequest {
+    CiteRequest {
+        question: "Who rebuilt the Vellmora lighthouse?".into(),
+        passages: passages.iter().map(|p| p.to_string()).collect(),
+        answer: Some("The lighthouse was rebuilt by Ottilie Brask.".into()),
+        system: None,
+        template: RagTemplate::parse(DEFAULT_TEMPLATE).unwrap(),
+        method,
+        perturbation: Perturbation::Delete,
+        target: CiteTarget::LogProb(Aggregate::Sum),
+        seed: 0,
+        refine_passages: 0,
+        refine_words: false,
+    }
+}
+
+const PASSAGES: [&str; 6] = [
+    "The Vellmora lighthouse stands on the northern cape of Saltreach Island.",
+    "Ferries to Saltreach leave twice a day from Port Anvell.",
+    "The lighthouse was rebuilt in 1874 by the engineer Ottilie Brask after a storm.",
+    "A second lighthouse, at Corran Point, was built in 1902 by Edwin Marr.",
+    "The keeper's cottage now houses a small museum of shipwrecks.",
+    "Its lamp was converted to electricity in 1931.",
+];
+
+/// The exact engine of a request's prompt.
+fn engine(r: &CiteRequest) -> Engine<'static> {
+    let p = prepare(model(), r).unwrap();
+    Engine::new(model(), p.prompt, Perturbation::Delete, p.answer).unwrap()
+}
+
+fn values(game: &mut dyn Game, coalitions: &[Coalition]) -> Vec<Vec<f64>> {
+    game.values(coalitions).unwrap()
+}
+
+fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+fn options(strategy: Strategy) -> ScaleOptions<'static> {
+    ScaleOptions {
+        strategy,
+        hierarchy: None,
+        proxy: None,
+        check: 0,
+    }
+}
+
+#[test]
+fn position_independent_caches_are_exact_with_one_passage() {
+    let r = request(&PASSAGES[2..3], Method::LeaveOneOut);
+    let mut exact_engine = engine(&r);
+    let coalitions = [Coalition::full(1), Coalition::empty(1)];
+    let mut exact = AnswerGame {
+        engine: &mut exact_engine,
+        aggregate: Aggregate::Sum,
+    };
+    let want = values(&mut exact, &coalitions);
+    let mut fused =
+        FusedGame::new(&engine(&r), PassageEncoding::Independent, Aggregate::Sum).unwrap();
+    let got = values(&mut fused, &coalitions);
+    assert!(max_diff(&got, &want) < 1e-3, "{got:?} vs {want:?}");
+    // The passage matters, so agreeing is not vacuous.
+    assert!((want[0][0] - want[1][0]).abs() > 0.5);
+}
+
+#[test]
+fn in_context_caches_are_exact_for_the_full_prompt_and_approximate_elsewhere() {
+    let r = request(&PASSAGES, Method::LeaveOneOut);
+    let n = PASSAGES.len();
+    let mut exact_engine = engine(&r);
+    let mut exact = AnswerGame {
+        engine: &mut exact_engine,
+        aggregate: Aggregate::Sum,
+    };
+    let mut coalitions = vec![Coalition::full(n), Coalition::empty(n)];
+    coalitions.extend((0..n).map(|i| Coalition::full(n).without(i)));
+    let want = values(&mut exact, &coalitions);
+    for encoding in [PassageEncoding::InContext, PassageEncoding::Independent] {
+        let mut fused = FusedGame::new(&engine(&r), encoding, Aggregate::Sum).unwrap();
+        let got = values(&mut fused, &coalitions);
+        // The empty coalition is the header and the tail, exact either way.
+        assert!(
+            max_diff(&got[1..2], &want[1..2]) < 1e-3,
+            "{encoding:?} empty"
+        );
+        if encoding == PassageEncoding::InContext {
+            assert!(max_diff(&got[..1], &want[..1]) < 1e-3, "full prompt");
+        }
+        // Elsewhere an approximation: close to, not equal to, the exact values; and the
+        // gold passage's removal still costs the most.
+        let d = max_diff(&got, &want);
+        assert!(d > 1e-3 && d < 10.0, "{encoding:?}: {d}");
+        let loo: Vec<f64> = (0..n).map(|i| got[0][0] - got[2 + i][0]).collect();
+        let best = (0..n).max_by(|&a, &b| loo[a].total_cmp(&loo[b])).unwrap();
+        assert_eq!(best, 2, "{encoding:?}: {loo:?}");
+        // Only tails ran per coalition.
+        let s = fused.stats();
+        assert!(s.tokens < s.tokens_from_scratch / 2, "{s:?}");
+    }
+}
+
+#[test]
+fn groups_of_one_and_a_proxy_that_is_the_target_are_exact_leave_one_out() {
+    let r = request(&PASSAGES, Method::LeaveOneOut);
+    let exact = cite(model(), &r).unwrap().attribution;
+    let grouped = cite_at_scale(
+        model(),
+        &r,
+        &ScaleOptions {
+            hierarchy: Some(Hierarchy {
+                group_size: NonZeroUsize::new(1).unwrap(),
+                rule: ExpandRule::new(0.5, None).unwrap(),
+            }),
+            ..options(Strategy::Exact)
+        },
+    )
+    .unwrap();
+    let proxied = cite_at_scale(
+        model(),
+        &r,
+        &ScaleOptions {
+            proxy: Some(model()),
+            ..options(Strategy::Exact)
+        },
+    )
+    .unwrap();
+    for report in [&grouped, &proxied] {
+        let a = &report.attribution;
+        for (x, y) in a.scores[0].iter().zip(&exact.scores[0]) {
+            assert!((x - y).abs() < 1e-9, "{x} vs {y}");
+        }
+        assert!(report.approximation.is_some(), "says it is an estimate");
+    }
+    assert_eq!(
+        proxied.approximation.as_ref().unwrap().steps[0].name,
+        "proxy"
+    );
+    assert_eq!(
+        proxied.attribution.targets.len(),
+        1,
+        "only the whole answer transfers"
+    );
+}
+
+#[test]
+fn groups_expand_where_the_answer_is_and_the_check_measures_against_exact() {
+    let r = request(&PASSAGES, Method::LeaveOneOut);
+    let exact = cite(model(), &r).unwrap().attribution;
+    let report = cite_at_scale(
+        model(),
+        &r,
+        &ScaleOptions {
+            strategy: Strategy::Cached(PassageEncoding::InContext),
+            hierarchy: Some(Hierarchy {
+                group_size: NonZeroUsize::new(3).unwrap(),
+                rule: ExpandRule::new(0.5, Some(1)).unwrap(),
+            }),
+            proxy: None,
+            check: 3,
+        },
+    )
+    .unwrap();
+    let a = &report.attribution;
+    assert_eq!(a.ranking(0)[0], 2);
+    assert_eq!(a.diagnostics["expanded_groups"], serde_json::json!([0]));
+    let approx = report.approximation.as_ref().unwrap();
+    let names: Vec<&str> = approx.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["hierarchical", "context_kv"]);
+    let check = approx.check.as_ref().unwrap();
+    assert_eq!(check.units.len(), 3);
+    assert_eq!(check.units[0], 2);
+    for (u, x) in check.units.iter().zip(&check.exact_loo) {
+        assert!((x - exact.scores[0][*u]).abs() < 1e-3, "passage {u}: {x}");
+    }
+    assert!(check.top1_agrees);
+}
+
+#[test]
+fn attention_finds_the_gold_passage() {
+    let r = request(&PASSAGES, Method::LeaveOneOut);
+    let how = OnePass::Attention { layers: 4 };
+    let report = cite_at_scale(model(), &r, &options(Strategy::OnePass(how))).unwrap();
+    let a = &report.attribution;
+    assert_eq!(a.scores.len(), 1);
+    assert!(
+        a.scores[0].iter().all(|s| (0.0..1.0).contains(s)),
+        "attention shares"
+    );
+    assert_eq!(a.ranking(0)[0], 2, "{:?}", a.scores[0]);
+}
+
+#[test]
+fn gradient_times_input_per_passage_is_the_derivative_of_scaling_the_passage() {
+    // Σ_{t in passage} ∇_t·x_t = d/dα f(x with the passage's embeddings times α) at α = 1,
+    // checked by central differences on the fast forward.
+    let r = request(&PASSAGES, Method::LeaveOneOut);
+    let how = OnePass::GradientTimesInput;
+    let scores = cite_at_scale(model(), &r, &options(Strategy::OnePass(how)))
+        .unwrap()
+        .attribution
+        .scores
+        .remove(0);
+    let e = engine(&r);
+    let mut ids = Vec::new();
+    let mut spans = Vec::new();
+    for p in e.pieces() {
+        match p {
+            TokenSegment::Fixed(t) => ids.extend_from_slice(t),
+            TokenSegment::Unit { kept, .. } => {
+                spans.push(ids.len()..ids.len() + kept.len());
+                ids.extend_from_slice(kept);
+            }
+        }
+    }
+    let (prompt_len, answer) = (ids.len(), e.answer().to_vec());
+    ids.extend_from_slice(&answer[..answer.len() - 1]);
+    let base = model().embed(&ids).unwrap().data;
+    let d = model().config().hidden_size;
+    let f = |unit: usize, alpha: f32| -> f64 {
+        let mut x = base.clone();
+        for t in spans[unit].clone() {
+            x[t * d..(t + 1) * d].iter_mut().for_each(|v| *v *= alpha);
+        }
+        let row = Row::embeddings(x)
+            .with_logits(LogitsAt::Range(
+                prompt_len - 1..prompt_len - 1 + answer.len(),
+            ))
+            .with_score(answer.clone());
+        let out = model()
+            .forward(vec![row], &Capture::none())
+            .unwrap()
+            .remove(0);
+        out.scores
+            .unwrap()
+            .iter()
+            .map(|s| f64::from(s.logprob))
+            .sum()
+    };
+    let eps = 0.02;
+    for unit in [0, 2, 5] {
+        let numeric = (f(unit, 1.0 + eps) - f(unit, 1.0 - eps)) / (2.0 * f64::from(eps));
+        let analytic = scores[unit];
+        assert!(
+            (numeric - analytic).abs() < 0.02 * analytic.abs() + 5e-3,
+            "passage {unit}: {analytic} vs {numeric} by differences"
+        );
+    }
+}
+
+#[test]
+fn sampled_methods_on_caches_are_deterministic_by_seed() {
+    let mut r = request(&PASSAGES, Method::PermutationShapley { permutations: 4 });
+    let run = |r: &CiteRequest| {
+        cite_at_scale(
+            model(),
+            r,
+            &options(Strategy::Cached(PassageEncoding::Independent)),
+        )
+        .unwrap()
+        .attribution
+        .scores
+    };
+    r.seed = 5;
+    let (a, b) = (run(&r), run(&r));
+    assert_eq!(a, b);
+    r.seed = 6;
+    assert_ne!(run(&r), a);
+}
+
+#[test]
+fn bad_requests_are_refused_with_clear_errors() {
+    let r = request(&PASSAGES, Method::LeaveOneOut);
+    let err = |r: &CiteRequest, o: &ScaleOptions<'_>| {
+        cite_at_scale(model(), r, o).unwrap_err().to_string()
+    };
+    let too_many = ScaleOptions {
+        check: 7,
+        ..options(Strategy::Cached(PassageEncoding::Independent))
+    };
+    assert!(err(&r, &too_many).contains("more than the 6 passages"));
+    let nothing = ScaleOptions {
+        check: 2,
+        ..options(Strategy::Exact)
+    };
+    assert!(err(&r, &nothing).contains("nothing is approximated"));
+    let mut identity = r.clone();
+    identity.target = CiteTarget::AnswerIdentity;
+    assert!(
+        err(
+            &identity,
+            &options(Strategy::Cached(PassageEncoding::Independent))
+        )
+        .contains("log-probability")
+    );
+    let mut placeholder = r.clone();
+    placeholder.perturbation = Perturbation::Placeholder;
+    assert!(
+        err(
+            &placeholder,
+            &options(Strategy::Cached(PassageEncoding::InContext))
+        )
+        .contains("delete")
+    );
+    assert!(ExpandRule::new(0.5, Some(0)).is_err());
+}
