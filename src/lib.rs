@@ -24,6 +24,7 @@ pub use glassbox_attribution as attribution;
 pub use glassbox_datasets as datasets;
 pub use glassbox_eval as eval;
 pub use glassbox_maps as maps;
+pub use glassbox_rag_scale as rag_scale;
 pub use glassbox_report as report;
 pub use glassbox_selfexplain as selfexplain;
 pub use glassbox_shapes as shapes;

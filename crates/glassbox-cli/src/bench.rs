@@ -29,6 +29,10 @@ enum BenchWhat {
     /// Passage attribution on the test RAG cases: every method, and the engine against
     /// evaluating every coalition from scratch.
     Cite(crate::bench_cite::CiteBenchArgs),
+    /// Passage attribution at RAG scale on long cases (20-40 passages, 2-5k tokens): every
+    /// estimate (passage caches, groups first, proxy, one pass) against exact leave-one-out
+    /// and permutation Shapley, next to the time of generating the answer.
+    CiteLong(crate::bench_cite_long::CiteLongBenchArgs),
     /// Token-level attribution on 20 sentences: every method's time, evaluations and passes,
     /// and integrated gradients' peak memory.
     Attribute(crate::bench_attribute::AttributeBenchArgs),
@@ -45,6 +49,7 @@ impl BenchCommand {
     pub(crate) fn run(self, out: &Output) -> anyhow::Result<()> {
         match self.what {
             Some(BenchWhat::Cite(args)) => crate::bench_cite::run(args, out),
+            Some(BenchWhat::CiteLong(args)) => crate::bench_cite_long::run(args, out),
             Some(BenchWhat::Attribute(args)) => crate::bench_attribute::run(args, out),
             Some(BenchWhat::SelfExplain(args)) => crate::bench_selfexplain::run(args, out),
             Some(BenchWhat::Tam(args)) => crate::bench_tam::run(args, out),

@@ -5,10 +5,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use glassbox::Model;
 use glassbox::attribution::cite::{CiteRequest, CiteTarget, DEFAULT_TEMPLATE, RagTemplate, cite};
 use glassbox::attribution::{Aggregate, Method};
+use glassbox::rag_scale::{ExpandRule, Hierarchy, ScaleOptions, cite_at_scale};
 use glassbox::report::{CiteReport, render_html, render_terminal};
 use serde::Deserialize;
+use std::num::NonZeroUsize;
 
 use crate::attribute::PerturbationArg;
 use crate::input::{ModelArgs, ResultOutput, read_text};
@@ -60,7 +63,102 @@ pub(crate) struct CiteArgs {
     #[arg(long)]
     template: Option<PathBuf>,
     #[command(flatten)]
+    scale: ScaleArgs,
+    #[command(flatten)]
     written: ResultOutput,
+}
+
+/// Cheaper estimates for many, long passages; each makes the result an estimate, which the
+/// report says.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ScaleArgs {
+    /// How coalitions are evaluated: exact (each prompt run as written), passage-kv
+    /// (position-independent passage caches: each passage encoded once after the header,
+    /// only the question and answer run per coalition), context-kv (passages cached from one
+    /// pass over the full prompt); or a one-pass estimate, attention or gradxinput.
+    #[arg(long, value_enum, default_value_t = StrategyArg::Exact)]
+    pub strategy: StrategyArg,
+    /// Groups first: attribute contiguous groups of this many passages, then expand the
+    /// groups that matter into their passages.
+    #[arg(long)]
+    pub groups: Option<usize>,
+    /// Expand every group whose |score| is at least this share of the largest.
+    #[arg(long, default_value_t = 0.25, requires = "groups")]
+    pub expand_share: f64,
+    /// Expand at most this many groups.
+    #[arg(long, requires = "groups")]
+    pub expand_max: Option<usize>,
+    /// Attribute on this (cheaper) model and report it as an estimate for --model.
+    #[arg(long)]
+    pub proxy: Option<String>,
+    /// Measure the estimate against exact leave-one-out on --model for its top K passages
+    /// (K + 1 exact evaluations).
+    #[arg(long, default_value_t = 0)]
+    pub check: usize,
+    /// Last layers the attention estimate averages.
+    #[arg(long, default_value_t = glassbox::rag_scale::DEFAULT_ATTENTION_LAYERS)]
+    pub attention_layers: usize,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StrategyArg {
+    Exact,
+    PassageKv,
+    ContextKv,
+    Attention,
+    Gradxinput,
+}
+
+impl ScaleArgs {
+    /// Whether any option asks for an estimate (otherwise `cite` runs the exact path).
+    pub fn wanted(&self) -> bool {
+        self.strategy != StrategyArg::Exact
+            || self.groups.is_some()
+            || self.proxy.is_some()
+            || self.check > 0
+    }
+
+    /// The options, with the proxy model (if any) already loaded.
+    pub fn options<'p>(&self, proxy: Option<&'p Model>) -> anyhow::Result<ScaleOptions<'p>> {
+        use glassbox::rag_scale::{OnePass, PassageEncoding, Strategy};
+        let strategy = match self.strategy {
+            StrategyArg::Exact => Strategy::Exact,
+            StrategyArg::PassageKv => Strategy::Cached(PassageEncoding::Independent),
+            StrategyArg::ContextKv => Strategy::Cached(PassageEncoding::InContext),
+            StrategyArg::Attention => Strategy::OnePass(OnePass::Attention {
+                layers: self.attention_layers,
+            }),
+            StrategyArg::Gradxinput => Strategy::OnePass(OnePass::GradientTimesInput),
+        };
+        let hierarchy = match self.groups {
+            None => None,
+            Some(size) => Some(Hierarchy {
+                group_size: NonZeroUsize::new(size)
+                    .ok_or_else(|| UsageError("--groups must be at least 1".into()))?,
+                rule: ExpandRule::new(self.expand_share, self.expand_max)?,
+            }),
+        };
+        Ok(ScaleOptions {
+            strategy,
+            hierarchy,
+            proxy,
+            check: self.check,
+        })
+    }
+
+    /// Loads the proxy model, if one is named.
+    pub fn load_proxy(&self, like: &ModelArgs) -> anyhow::Result<Option<Model>> {
+        let Some(name) = &self.proxy else {
+            return Ok(None);
+        };
+        let args = ModelArgs {
+            model: name.clone(),
+            ..like.clone()
+        };
+        Ok(Some(args.load().with_context(|| {
+            format!("loading the proxy model {name}")
+        })?))
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -156,9 +254,11 @@ pub(crate) fn run(args: CiteArgs, out: &Output) -> anyhow::Result<()> {
         passages,
         args.answer.clone(),
     )?;
+    args.scale.options(None)?;
     let model = args.model.load()?;
+    let proxy = args.scale.load_proxy(&args.model)?;
     let bar = crate::progress::spinner(&format!("attributing ({})", request.method.name()));
-    let report = cite(&model, &request)?;
+    let report = attribute(&model, &request, &args.scale, proxy.as_ref())?;
     bar.finish_and_clear();
     if let Some(path) = &args.written.output {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
@@ -188,7 +288,9 @@ fn run_batch(args: &CiteArgs, batch: &Path, out: &Output) -> anyhow::Result<()> 
     if cases.is_empty() {
         return Err(UsageError(format!("{} has no cases", batch.display())).into());
     }
+    args.scale.options(None)?;
     let model = args.model.load()?;
+    let proxy = args.scale.load_proxy(&args.model)?;
     let bar = crate::progress::steps("citing", cases.len() as u64);
     let mut sink: Box<dyn Write> = match &args.written.output {
         Some(path) => Box::new(std::io::BufWriter::new(
@@ -199,7 +301,8 @@ fn run_batch(args: &CiteArgs, batch: &Path, out: &Output) -> anyhow::Result<()> 
     for (k, case) in cases.into_iter().enumerate() {
         let id = case.id.clone().unwrap_or_else(|| format!("{}", k + 1));
         let request = args.request(case.question, case.passages, case.answer)?;
-        let report = cite(&model, &request).with_context(|| format!("case {id}"))?;
+        let report = attribute(&model, &request, &args.scale, proxy.as_ref())
+            .with_context(|| format!("case {id}"))?;
         let line = serde_json::json!({"id": id, "gold": case.gold, "report": report});
         writeln!(sink, "{}", serde_json::to_string(&line)?)?;
         bar.inc(1);
@@ -211,6 +314,20 @@ fn run_batch(args: &CiteArgs, batch: &Path, out: &Output) -> anyhow::Result<()> 
         eprintln!("results written to {}", path.display());
     }
     Ok(())
+}
+
+/// The exact path, or the estimate the scale options ask for.
+fn attribute(
+    model: &Model,
+    request: &CiteRequest,
+    scale: &ScaleArgs,
+    proxy: Option<&Model>,
+) -> anyhow::Result<CiteReport> {
+    Ok(if scale.wanted() {
+        cite_at_scale(model, request, &scale.options(proxy)?)?
+    } else {
+        cite(model, request)?
+    })
 }
 
 /// Writes the HTML report if asked, then prints the report as JSON or terminal text.

@@ -8,6 +8,7 @@ mod attribute;
 mod bench;
 mod bench_attribute;
 mod bench_cite;
+mod bench_cite_long;
 mod bench_selfexplain;
 mod bench_tam;
 mod cite;

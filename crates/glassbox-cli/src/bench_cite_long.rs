@@ -1,0 +1,586 @@
+//! `glassbox bench cite-long`: passage attribution at RAG scale (20-40 passages, 2-5k
+//! tokens), every estimate against the exact computation.
+//!
+//! Per case: the time to generate the answer (the budget to beat), exact leave-one-out (the
+//! ground truth), permutation Shapley with standard errors on the first few cases (the second
+//! ground truth), then each strategy's time, tokens and agreement with both: Spearman, top-1
+//! and top-3 agreement, and outlier-recovery average precision. Results are written per case
+//! as they come (`--output` gets the whole report at the end).
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use glassbox::Model;
+use glassbox::attribution::cite::{
+    CiteRequest, CiteTarget, DEFAULT_TEMPLATE, RagTemplate, cite, prepare,
+};
+use glassbox::attribution::{Aggregate, Method, Perturbation};
+use glassbox::rag_scale::fidelity::{
+    average_precision, outliers, spearman_or_none, top_k_agreement,
+};
+use glassbox::rag_scale::{
+    DEFAULT_ATTENTION_LAYERS, ExpandRule, Hierarchy, OnePass, PassageEncoding, ScaleOptions,
+    Strategy, cite_at_scale,
+};
+use glassbox::report::Attribution;
+use serde::{Deserialize, Serialize};
+
+use crate::bench::cpu_name;
+use crate::input::{ModelArgs, check_output, read_text};
+use crate::{Output, UsageError};
+
+/// The long RAG cases (fictional facts; single-passage, near-duplicate and two-passage
+/// answers), made by tools/fixtures/gen_rag_long.py.
+const DEFAULT_CASES: &str = include_str!("../../../tests/fixtures/rag_long.jsonl");
+
+/// Every strategy the benchmark knows, in the order it runs them.
+const STRATEGIES: &[&str] = &[
+    "hier",
+    "passage-kv",
+    "context-kv",
+    "hier+passage-kv",
+    "hier+context-kv",
+    "attention",
+    "gradxinput",
+    "proxy+context-kv",
+    "proxy+hier+context-kv",
+    "passage-kv:shapley",
+    "context-kv:shapley",
+];
+
+#[derive(Args)]
+pub(crate) struct CiteLongBenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// A JSONL file of cases ({"id", "kind", "question", "passages", "answer", "gold": [..]});
+    /// default: tests/fixtures/rag_long.jsonl.
+    #[arg(long)]
+    cases: Option<PathBuf>,
+    /// At most this many cases (in file order).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Strategies, comma-separated (see the list in `--help` of the source: hier,
+    /// passage-kv, context-kv, hier+passage-kv, hier+context-kv, attention, gradxinput,
+    /// proxy+context-kv, proxy+hier+context-kv, passage-kv:shapley, context-kv:shapley).
+    #[arg(
+        long,
+        default_value = "hier,passage-kv,context-kv,hier+passage-kv,hier+context-kv,attention,gradxinput,passage-kv:shapley,context-kv:shapley"
+    )]
+    strategies: String,
+    /// The proxy model of the proxy+ strategies.
+    #[arg(long)]
+    proxy: Option<String>,
+    /// Group size of the hierarchical strategies.
+    #[arg(long, default_value_t = 4)]
+    group_size: usize,
+    /// Expansion share of the hierarchical strategies.
+    #[arg(long, default_value_t = 0.25)]
+    expand_share: f64,
+    /// Cases (the first ones) that also get permutation Shapley as ground truth.
+    #[arg(long, default_value_t = 3)]
+    shapley_cases: usize,
+    /// Permutations of the Shapley runs (ground truth and estimates).
+    #[arg(long, default_value_t = 8)]
+    permutations: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write the whole report as JSON here.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    id: String,
+    #[serde(default)]
+    kind: Option<String>,
+    question: String,
+    passages: Vec<String>,
+    answer: String,
+    gold: Vec<usize>,
+}
+
+#[derive(Serialize)]
+struct Truth {
+    seconds: f64,
+    tokens: usize,
+    tokens_from_scratch: usize,
+    scores: Vec<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    std_errors: Option<Vec<f64>>,
+}
+
+#[derive(Serialize)]
+struct StrategyRun {
+    strategy: String,
+    seconds: f64,
+    tokens: usize,
+    evaluations: usize,
+    speedup_over_exact_loo: f64,
+    time_over_generation: f64,
+    spearman_loo: Option<f64>,
+    top1_loo: bool,
+    top3_loo: f64,
+    ap_loo: f64,
+    spearman_shapley: Option<f64>,
+    top1_shapley: Option<bool>,
+    gold_first: bool,
+}
+
+#[derive(Serialize)]
+struct CaseRun {
+    id: String,
+    kind: Option<String>,
+    passages: usize,
+    prompt_tokens: usize,
+    answer_tokens: usize,
+    generation_seconds: f64,
+    generated_tokens: usize,
+    exact_loo: Truth,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shapley: Option<Truth>,
+    /// Outliers of exact leave-one-out (the relevant set of the AP).
+    outliers: Vec<usize>,
+    gold: Vec<usize>,
+    runs: Vec<StrategyRun>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    model: String,
+    proxy: Option<String>,
+    threads: usize,
+    cpu: String,
+    seed: u64,
+    group_size: usize,
+    expand_share: f64,
+    permutations: usize,
+    cases: Vec<CaseRun>,
+}
+
+fn request(case: &Case, method: Method, seed: u64) -> anyhow::Result<CiteRequest> {
+    Ok(CiteRequest {
+        question: case.question.clone(),
+        passages: case.passages.clone(),
+        answer: Some(case.answer.clone()),
+        system: None,
+        template: RagTemplate::parse(DEFAULT_TEMPLATE)?,
+        method,
+        perturbation: Perturbation::Delete,
+        target: CiteTarget::LogProb(Aggregate::Sum),
+        seed,
+        refine_passages: 0,
+        refine_words: false,
+    })
+}
+
+fn truth(a: &Attribution) -> Truth {
+    Truth {
+        seconds: a.cost.seconds,
+        tokens: a.cost.tokens,
+        tokens_from_scratch: a.cost.tokens_from_scratch,
+        scores: a.scores[0].clone(),
+        std_errors: a.std_errors.as_ref().map(|e| e[0].clone()),
+    }
+}
+
+/// A strategy's name made concrete: its options and its method.
+fn configure<'p>(
+    name: &str,
+    args: &CiteLongBenchArgs,
+    proxy: Option<&'p Model>,
+) -> anyhow::Result<(ScaleOptions<'p>, Method)> {
+    let (body, method) = match name.split_once(':') {
+        Some((b, "shapley")) => (
+            b,
+            Method::PermutationShapley {
+                permutations: args.permutations,
+            },
+        ),
+        Some(_) => return Err(UsageError(format!("unknown strategy {name}")).into()),
+        None => (name, Method::LeaveOneOut),
+    };
+    let mut options = ScaleOptions {
+        strategy: Strategy::Exact,
+        hierarchy: None,
+        proxy: None,
+        check: 0,
+    };
+    for part in body.split('+') {
+        match part {
+            "proxy" => {
+                options.proxy =
+                    Some(proxy.ok_or_else(|| {
+                        UsageError(format!("strategy {name} needs --proxy MODEL"))
+                    })?)
+            }
+            "hier" => {
+                options.hierarchy = Some(Hierarchy {
+                    group_size: NonZeroUsize::new(args.group_size)
+                        .ok_or_else(|| UsageError("--group-size must be at least 1".into()))?,
+                    rule: ExpandRule::new(args.expand_share, None)?,
+                })
+            }
+            "passage-kv" => options.strategy = Strategy::Cached(PassageEncoding::Independent),
+            "context-kv" => options.strategy = Strategy::Cached(PassageEncoding::InContext),
+            "attention" => {
+                options.strategy = Strategy::OnePass(OnePass::Attention {
+                    layers: DEFAULT_ATTENTION_LAYERS,
+                })
+            }
+            "gradxinput" => options.strategy = Strategy::OnePass(OnePass::GradientTimesInput),
+            _ => {
+                return Err(UsageError(format!(
+                    "unknown strategy {name}; known: {}",
+                    STRATEGIES.join(", ")
+                ))
+                .into());
+            }
+        }
+    }
+    Ok((options, method))
+}
+
+pub(crate) fn run(args: CiteLongBenchArgs, out: &Output) -> anyhow::Result<()> {
+    if let Some(path) = &args.output {
+        check_output(path, args.force)?;
+    }
+    let text = match &args.cases {
+        Some(path) => read_text(path)?,
+        None => DEFAULT_CASES.to_string(),
+    };
+    let mut cases = Vec::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let case: Case = serde_json::from_str(line)
+            .map_err(|e| UsageError(format!("cases line {}: {e}", n + 1)))?;
+        cases.push(case);
+    }
+    cases.truncate(args.limit.unwrap_or(usize::MAX));
+    if cases.is_empty() {
+        return Err(UsageError("no cases to run".into()).into());
+    }
+    let names: Vec<String> = args
+        .strategies
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for name in &names {
+        if !STRATEGIES.contains(&name.as_str()) {
+            return Err(UsageError(format!(
+                "unknown strategy {name}; known: {}",
+                STRATEGIES.join(", ")
+            ))
+            .into());
+        }
+    }
+    let model = args.model.load()?;
+    let proxy = match &args.proxy {
+        Some(name) => Some(
+            ModelArgs {
+                model: name.clone(),
+                ..args.model.clone()
+            }
+            .load()?,
+        ),
+        None => None,
+    };
+    for name in &names {
+        configure(name, &args, proxy.as_ref())?;
+    }
+    let mut runs = Vec::with_capacity(cases.len());
+    for (k, case) in cases.iter().enumerate() {
+        // The budget to beat: generating the answer greedily from the full prompt.
+        let mut generate = request(case, Method::LeaveOneOut, args.seed)?;
+        generate.answer = None;
+        let started = Instant::now();
+        let generated = prepare(&model, &generate)?;
+        let generation_seconds = started.elapsed().as_secs_f64();
+        let exact = cite(&model, &request(case, Method::LeaveOneOut, args.seed)?)?;
+        let loo = truth(&exact.attribution);
+        let shapley = if k < args.shapley_cases {
+            let m = Method::PermutationShapley {
+                permutations: args.permutations,
+            };
+            Some(truth(
+                &cite(&model, &request(case, m, args.seed)?)?.attribution,
+            ))
+        } else {
+            None
+        };
+        let relevant = outliers(&loo.scores);
+        let mut strategy_runs = Vec::new();
+        for name in &names {
+            let (options, method) = configure(name, &args, proxy.as_ref())?;
+            let report = cite_at_scale(&model, &request(case, method, args.seed)?, &options)?;
+            let a = &report.attribution;
+            let s = &a.scores[0];
+            strategy_runs.push(StrategyRun {
+                strategy: name.clone(),
+                seconds: a.cost.seconds,
+                tokens: a.cost.tokens,
+                evaluations: a.cost.evaluations,
+                speedup_over_exact_loo: loo.seconds / a.cost.seconds,
+                time_over_generation: a.cost.seconds / generation_seconds,
+                spearman_loo: spearman_or_none(s, &loo.scores),
+                top1_loo: top_k_agreement(s, &loo.scores, 1) == 1.0,
+                top3_loo: top_k_agreement(s, &loo.scores, 3),
+                ap_loo: average_precision(s, &relevant),
+                spearman_shapley: shapley
+                    .as_ref()
+                    .and_then(|t| spearman_or_none(s, &t.scores)),
+                top1_shapley: shapley
+                    .as_ref()
+                    .map(|t| top_k_agreement(s, &t.scores, 1) == 1.0),
+                gold_first: case.gold.contains(&a.ranking(0)[0]),
+            });
+        }
+        let prepared = prepare(&model, &request(case, Method::LeaveOneOut, args.seed)?)?;
+        let full = prepared.prompt.render(
+            &glassbox::attribution::Coalition::full(case.passages.len()),
+            &Perturbation::Delete,
+        );
+        let prompt_tokens = model
+            .tokenizer()
+            .encode(&full, prepared.prompt.bos)
+            .map_err(glassbox::runtime::RuntimeError::from)?
+            .ids
+            .len();
+        let run = CaseRun {
+            id: case.id.clone(),
+            kind: case.kind.clone(),
+            passages: case.passages.len(),
+            prompt_tokens,
+            answer_tokens: exact.answer_tokens.len(),
+            generation_seconds,
+            generated_tokens: generated.answer.len(),
+            exact_loo: loo,
+            shapley,
+            outliers: relevant,
+            gold: case.gold.clone(),
+            runs: strategy_runs,
+        };
+        if !out.json {
+            eprintln!("{}", case_line(&run));
+        }
+        runs.push(run);
+    }
+    let report = Report {
+        model: model.info().name.clone(),
+        proxy: proxy.as_ref().map(|p| p.info().name.clone()),
+        threads: rayon::current_num_threads(),
+        cpu: cpu_name(),
+        seed: args.seed,
+        group_size: args.group_size,
+        expand_share: args.expand_share,
+        permutations: args.permutations,
+        cases: runs,
+    };
+    if let Some(path) = &args.output {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    }
+    if out.json {
+        return out.print_json(&report);
+    }
+    print_summary(&report);
+    Ok(())
+}
+
+/// One line per finished case (progress, and numbers if the run is cut short).
+fn case_line(c: &CaseRun) -> String {
+    let runs: Vec<String> = c
+        .runs
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {:.1}s rho={} top1={}",
+                r.strategy,
+                r.seconds,
+                r.spearman_loo.map_or("-".into(), |x| format!("{x:.2}")),
+                u8::from(r.top1_loo)
+            )
+        })
+        .collect();
+    format!(
+        "{} ({} passages, {} tokens): generate {:.1}s, exact LOO {:.1}s; {}",
+        c.id,
+        c.passages,
+        c.prompt_tokens,
+        c.generation_seconds,
+        c.exact_loo.seconds,
+        runs.join("; ")
+    )
+}
+
+fn mean(xs: impl Iterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = xs.collect();
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn median(xs: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = xs.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Markdown tables: the ground truth's cost, then every strategy against it.
+fn print_summary(r: &Report) {
+    let cs = &r.cases;
+    println!(
+        "{} ({} threads, {}), seed {}; {} cases; groups of {} expanded at share {}; Shapley: {} permutations",
+        r.model,
+        r.threads,
+        r.cpu,
+        r.seed,
+        cs.len(),
+        r.group_size,
+        r.expand_share,
+        r.permutations
+    );
+    println!(
+        "\n| passages | prompt tokens | generate the answer: s | exact LOO: s | exact LOO: tokens (from scratch) | exact LOO / generation |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {:.1} | {:.0} | {:.2} | {:.1} | {:.0} ({:.0}) | {:.1}x |",
+        mean(cs.iter().map(|c| c.passages as f64)),
+        mean(cs.iter().map(|c| c.prompt_tokens as f64)),
+        mean(cs.iter().map(|c| c.generation_seconds)),
+        mean(cs.iter().map(|c| c.exact_loo.seconds)),
+        mean(cs.iter().map(|c| c.exact_loo.tokens as f64)),
+        mean(cs.iter().map(|c| c.exact_loo.tokens_from_scratch as f64)),
+        mean(
+            cs.iter()
+                .map(|c| c.exact_loo.seconds / c.generation_seconds)
+        ),
+    );
+    let with_shapley: Vec<&CaseRun> = cs.iter().filter(|c| c.shapley.is_some()).collect();
+    if !with_shapley.is_empty() {
+        println!(
+            "\nShapley ground truth on {} cases: {:.1} s per case; mean standard error {:.3} nats (largest score {:.2})",
+            with_shapley.len(),
+            mean(
+                with_shapley
+                    .iter()
+                    .map(|c| c.shapley.as_ref().expect("filtered").seconds)
+            ),
+            mean(with_shapley.iter().flat_map(|c| {
+                c.shapley
+                    .as_ref()
+                    .expect("filtered")
+                    .std_errors
+                    .clone()
+                    .unwrap_or_default()
+            })),
+            mean(with_shapley.iter().map(|c| {
+                c.shapley
+                    .as_ref()
+                    .expect("filtered")
+                    .scores
+                    .iter()
+                    .copied()
+                    .fold(f64::MIN, f64::max)
+            })),
+        );
+    }
+    println!(
+        "\n| strategy | s/case | tokens | speed-up over exact LOO (median) | time / generation (median) | Spearman vs LOO (mean, min) | top-1 vs LOO | top-3 vs LOO | mAP (LOO outliers) | gold first | Spearman vs Shapley | top-1 vs Shapley |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let exact_gold = cs
+        .iter()
+        .filter(|c| {
+            c.gold
+                .contains(&glassbox::rag_scale::fidelity::ranking(&c.exact_loo.scores)[0])
+        })
+        .count();
+    println!(
+        "| exact LOO | {:.1} | {:.0} | 1.0x | {:.1}x | 1 | {}/{n} | 1 | 1 | {exact_gold}/{n} | | |",
+        mean(cs.iter().map(|c| c.exact_loo.seconds)),
+        mean(cs.iter().map(|c| c.exact_loo.tokens as f64)),
+        median(
+            cs.iter()
+                .map(|c| c.exact_loo.seconds / c.generation_seconds)
+        ),
+        cs.len(),
+        n = cs.len()
+    );
+    let Some(first) = cs.first() else { return };
+    for k in 0..first.runs.len() {
+        let runs: Vec<&StrategyRun> = cs.iter().map(|c| &c.runs[k]).collect();
+        let rhos: Vec<f64> = runs.iter().filter_map(|r| r.spearman_loo).collect();
+        let sh: Vec<&StrategyRun> = runs
+            .iter()
+            .copied()
+            .filter(|r| r.top1_shapley.is_some())
+            .collect();
+        let n = runs.len();
+        println!(
+            "| {} | {:.2} | {:.0} | {:.1}x | {:.2}x | {:.3}, {:.3} | {}/{n} | {:.2} | {:.3} | {}/{n} | {} | {} |",
+            runs[0].strategy,
+            mean(runs.iter().map(|r| r.seconds)),
+            mean(runs.iter().map(|r| r.tokens as f64)),
+            median(runs.iter().map(|r| r.speedup_over_exact_loo)),
+            median(runs.iter().map(|r| r.time_over_generation)),
+            mean(rhos.iter().copied()),
+            rhos.iter().copied().fold(f64::INFINITY, f64::min),
+            runs.iter().filter(|r| r.top1_loo).count(),
+            mean(runs.iter().map(|r| r.top3_loo)),
+            mean(runs.iter().map(|r| r.ap_loo)),
+            runs.iter().filter(|r| r.gold_first).count(),
+            if sh.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.3}", mean(sh.iter().filter_map(|r| r.spearman_shapley)))
+            },
+            if sh.is_empty() {
+                "-".to_string()
+            } else {
+                format!(
+                    "{}/{}",
+                    sh.iter().filter(|r| r.top1_shapley == Some(true)).count(),
+                    sh.len()
+                )
+            },
+        );
+    }
+    // Where each strategy fails: top-1 agreement per kind of case.
+    let mut kinds: Vec<String> = cs.iter().filter_map(|c| c.kind.clone()).collect();
+    kinds.sort();
+    kinds.dedup();
+    if kinds.is_empty() {
+        return;
+    }
+    println!("\n| strategy | {} |", kinds.join(" top-1 | ") + " top-1");
+    println!("|---|{}", "---:|".repeat(kinds.len()));
+    for k in 0..first.runs.len() {
+        let cells: Vec<String> = kinds
+            .iter()
+            .map(|kind| {
+                let of: Vec<&CaseRun> = cs
+                    .iter()
+                    .filter(|c| c.kind.as_ref() == Some(kind))
+                    .collect();
+                format!(
+                    "{}/{}",
+                    of.iter().filter(|c| c.runs[k].top1_loo).count(),
+                    of.len()
+                )
+            })
+            .collect();
+        println!("| {} | {} |", first.runs[k].strategy, cells.join(" | "));
+    }
+}
