@@ -9,7 +9,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::gemm::{PackedMatrix, gemm_packed, pack_transposed_rows};
+use crate::gemm::{PackedMatrix, gemm_packed, gemm_packed_part, pack_transposed_rows};
 use crate::gemm_backward::gemm_packed_backward;
 use crate::math::softmax_rows;
 
@@ -105,53 +105,86 @@ pub fn attention(
         })
         .collect();
 
-    let head_out = |h: usize, probs_out: Option<&mut [f32]>| -> Vec<f32> {
-        let (keys, values) = &packed[h / group];
-        let scores = probabilities(&q[h * hd..], heads * hd, keys, scale, filter);
-        let mut o = vec![0f32; lq * hd];
-        gemm_packed(&scores, lk, lq, values, &mut o, hd, false);
-        if let Some(p) = probs_out {
-            p.copy_from_slice(&scores);
+    // One task per (head, tile of queries): a tile's scores cover only the keys its queries
+    // may see (causal prefill skips the upper triangle) and stay small enough to be reused
+    // from cache instead of being allocated fresh for the whole [lq, lk] square.
+    let tiles = lq.div_ceil(QUERY_TILE);
+    let want_probs = probs.is_some();
+    let results: Vec<(Vec<f32>, Vec<f32>, usize)> = (0..heads * tiles)
+        .into_par_iter()
+        .map(|task| {
+            let (h, t) = (task / tiles, task % tiles);
+            let (keys, values) = &packed[h / group];
+            let q0 = t * QUERY_TILE;
+            let q1 = (q0 + QUERY_TILE).min(lq);
+            let seen = filter.ranges[q0..q1]
+                .iter()
+                .map(|&(_, end)| end.min(lk))
+                .max()
+                .unwrap_or(0);
+            let mut o = vec![0f32; (q1 - q0) * hd];
+            if seen == 0 {
+                return (o, Vec::new(), 0);
+            }
+            let scores = probabilities(
+                &q[q0 * heads * hd + h * hd..],
+                heads * hd,
+                keys,
+                seen,
+                scale,
+                filter,
+                q0..q1,
+            );
+            gemm_packed_part(&scores, seen, q1 - q0, values, hd, seen, &mut o, hd, false);
+            (o, if want_probs { scores } else { Vec::new() }, seen)
+        })
+        .collect();
+    if let Some(p) = probs {
+        assert_eq!(p.len(), heads * lq * lk, "probs is not [heads, lq, lk]");
+        p.fill(0.0);
+        for (task, (_, scores, seen)) in results.iter().enumerate() {
+            let (h, t) = (task / tiles, task % tiles);
+            if *seen == 0 {
+                continue;
+            }
+            for (i, row) in scores.chunks(*seen).enumerate() {
+                let at = (h * lq + t * QUERY_TILE + i) * lk;
+                p[at..at + seen].copy_from_slice(row);
+            }
         }
-        o
-    };
-
-    let per_head: Vec<Vec<f32>> = match probs {
-        Some(p) => {
-            assert_eq!(p.len(), heads * lq * lk, "probs is not [heads, lq, lk]");
-            p.par_chunks_mut(lq * lk)
-                .enumerate()
-                .map(|(h, chunk)| head_out(h, Some(chunk)))
-                .collect()
-        }
-        None => (0..heads)
-            .into_par_iter()
-            .map(|h| head_out(h, None))
-            .collect(),
-    };
-    for (h, o) in per_head.iter().enumerate() {
-        for i in 0..lq {
-            out[i * heads * hd + h * hd..i * heads * hd + (h + 1) * hd]
-                .copy_from_slice(&o[i * hd..(i + 1) * hd]);
+    }
+    for (task, (o, _, _)) in results.iter().enumerate() {
+        let (h, t) = (task / tiles, task % tiles);
+        for (i, row) in o.chunks(hd).enumerate() {
+            let at = (t * QUERY_TILE + i) * heads * hd + h * hd;
+            out[at..at + hd].copy_from_slice(row);
         }
     }
 }
 
-/// Attention probabilities `[lq, lk]` of one head: `softmax(scale · q·kᵀ)` over the keys each
-/// query may see (0 elsewhere). `q` holds the head's query rows at stride `ldq`, `keys` its
-/// `lk` keys packed as the weight of a GEMM.
+/// Queries per attention task of the forward pass: bounds a task's scores to
+/// `QUERY_TILE × keys` floats (64 × 4k keys = 1 MiB).
+const QUERY_TILE: usize = 64;
+
+/// Attention probabilities of one head for queries `rows` (indices into `filter.ranges`)
+/// over the first `seen` keys: `softmax(scale · q·kᵀ)` over the keys each query may see (0
+/// elsewhere), `[rows.len(), seen]`. `q` holds the rows' query vectors at stride `ldq`, `keys`
+/// the head's keys packed as the weight of a GEMM.
 fn probabilities(
     q: &[f32],
     ldq: usize,
     keys: &PackedMatrix,
+    seen: usize,
     scale: f32,
     filter: KeyFilter<'_>,
+    rows: Range<usize>,
 ) -> Vec<f32> {
-    let (lq, lk) = (filter.ranges.len(), keys.n());
+    let (lq, lk) = (rows.len(), seen);
     let mut scores = vec![0f32; lq * lk];
-    gemm_packed(q, ldq, lq, keys, &mut scores, lk, false);
+    gemm_packed_part(q, ldq, lq, keys, lk, keys.k(), &mut scores, lk, false);
     for (i, row) in scores.chunks_mut(lk).enumerate() {
-        let (start, end) = filter.ranges[i];
+        let query = rows.start + i;
+        let (start, end) = filter.ranges[query];
         let end = end.min(lk);
         let start = start.min(end);
         row[..start].fill(f32::NEG_INFINITY);
@@ -160,7 +193,7 @@ fn probabilities(
             *s *= scale;
         }
         for (queries, blocked) in filter.blocked {
-            if queries.contains(&i) {
+            if queries.contains(&query) {
                 row[blocked.start.min(lk)..blocked.end.min(lk)].fill(f32::NEG_INFINITY);
             }
         }
@@ -229,7 +262,7 @@ pub fn attention_backward(
         .into_par_iter()
         .map(|h| {
             let (keys, values) = &packed[h / group];
-            let p = probabilities(&q[h * hd..], qw, keys, scale, filter);
+            let p = probabilities(&q[h * hd..], qw, keys, lk, scale, filter, 0..lq);
             let mut dp = vec![0f32; lq * lk];
             gemm_packed(&dout[h * hd..], qw, lq, values, &mut dp, lk, false);
             let edges = if want_edges {
@@ -362,7 +395,7 @@ mod tests {
     }
 
     #[test]
-    fn matches_direct_evaluation_with_gqa_window_and_blocks() {
+    fn matches_direct_evaluation_with_gqa_window_blocks_and_query_tiles() {
         let mut rng = StdRng::seed_from_u64(1);
         let shape = AttentionShape {
             heads: 6,
@@ -370,7 +403,8 @@ mod tests {
             head_dim: 40,
             scale: 0.2,
         };
-        let (past, lq) = (5usize, 23usize);
+        // Queries span three tiles (the last one partial), each seeing a different key prefix.
+        let (past, lq) = (5usize, 2 * QUERY_TILE + 22);
         let lk = past + lq;
         let rand = |n: usize, rng: &mut StdRng| -> Vec<f32> {
             (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
@@ -378,11 +412,11 @@ mod tests {
         let q = rand(lq * 6 * 40, &mut rng);
         let k = rand(lk * 2 * 40, &mut rng);
         let v = rand(lk * 2 * 40, &mut rng);
-        // Causal with a sliding window of 8 keys.
+        // Causal with a sliding window of 40 keys.
         let ranges: Vec<(usize, usize)> = (0..lq)
-            .map(|i| ((past + i + 1).saturating_sub(8), past + i + 1))
+            .map(|i| ((past + i + 1).saturating_sub(40), past + i + 1))
             .collect();
-        let blocked = vec![(10..23, 9..12)];
+        let blocked = vec![(10..lq, 9..12), (70..90, 60..75)];
         let filter = KeyFilter {
             ranges: &ranges,
             blocked: &blocked,

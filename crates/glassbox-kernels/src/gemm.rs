@@ -168,6 +168,57 @@ pub fn gemm_packed(
     ldc: usize,
     parallel: bool,
 ) {
+    gemm_view(a, lda, m, w.part(w.n, w.k), c, ldc, parallel)
+}
+
+/// [`gemm_packed`] with only the first `n` rows of `W` (output columns) and the first `k`
+/// of its columns (input features): what causal attention needs, whose early queries see
+/// only a prefix of the keys. `A` rows hold `k` values; `C` gets `n` columns.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_packed_part(
+    a: &[f32],
+    lda: usize,
+    m: usize,
+    w: &PackedMatrix,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    ldc: usize,
+    parallel: bool,
+) {
+    assert!(n <= w.n && k <= w.k, "a part larger than the matrix");
+    gemm_view(a, lda, m, w.part(n, k), c, ldc, parallel)
+}
+
+/// The panels of a packed matrix that a product reads: `n` columns of `k` depth, each panel
+/// `depth` deep in memory.
+pub(crate) struct PanelView<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) n: usize,
+    pub(crate) k: usize,
+    pub(crate) depth: usize,
+}
+
+impl PackedMatrix {
+    pub(crate) fn part(&self, n: usize, k: usize) -> PanelView<'_> {
+        PanelView {
+            data: &self.data,
+            n,
+            k,
+            depth: self.k,
+        }
+    }
+}
+
+fn gemm_view(
+    a: &[f32],
+    lda: usize,
+    m: usize,
+    w: PanelView<'_>,
+    c: &mut [f32],
+    ldc: usize,
+    parallel: bool,
+) {
     let (n, k) = (w.n, w.k);
     if m == 0 || n == 0 {
         return;
@@ -187,7 +238,7 @@ pub fn gemm_packed(
     let run = |rows: std::ops::Range<usize>, cols: std::ops::Range<usize>| {
         // SAFETY: tasks cover disjoint (row range × panel range) tiles of C, bounds were
         // checked above, and A/W are only read.
-        unsafe { block(kernel, a, lda, w, c_ptr, ldc, rows, cols, false) }
+        unsafe { block(kernel, a, lda, &w, c_ptr, ldc, rows, cols, false) }
     };
     let threads = if parallel {
         rayon::current_num_threads()
@@ -269,7 +320,7 @@ pub(crate) unsafe fn block(
     kernel: Kernel,
     a: &[f32],
     lda: usize,
-    w: &PackedMatrix,
+    w: &PanelView<'_>,
     c: SendPtr,
     ldc: usize,
     rows: std::ops::Range<usize>,
@@ -290,7 +341,7 @@ pub(crate) unsafe fn block(
         while pc < k {
             let kc = kc_len.min(k - pc);
             for p in panels.clone() {
-                let b = unsafe { w.data.as_ptr().add((p * k + pc) * NR) };
+                let b = unsafe { w.data.as_ptr().add((p * w.depth + pc) * NR) };
                 let nvalid = (w.n - p * NR).min(NR);
                 let mut i = ic;
                 while i < mend {
@@ -518,7 +569,7 @@ mod tests {
                     kernel,
                     &a,
                     k,
-                    &packed,
+                    &packed.part(n, k),
                     ptr,
                     n,
                     0..m,

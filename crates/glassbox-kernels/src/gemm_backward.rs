@@ -129,7 +129,7 @@ fn by_panels(
                         kernel,
                         &data[p * k * NR..(p + 1) * k * NR],
                         NR,
-                        pack,
+                        &pack.part(pack.n(), pack.k()),
                         ct_ptr,
                         m,
                         rows.clone(),
