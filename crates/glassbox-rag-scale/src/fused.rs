@@ -175,19 +175,26 @@ impl<'m> FusedGame<'m> {
                     &mut stats,
                 )?
                 .remove(0);
+                // Each passage's stretch of the full pass as a cache of its own (header shared),
+                // so that coalitions which leave it in place share it instead of copying it.
                 let mut at = h;
-                let blocks = middle
-                    .iter()
-                    .map(|(unit, t)| {
-                        at += t.len();
-                        Block {
-                            unit: *unit,
-                            cache: 0,
-                            tokens: at - t.len()..at,
-                        }
-                    })
-                    .collect();
-                (vec![cache], blocks)
+                let mut caches = Vec::with_capacity(middle.len());
+                let mut blocks = Vec::with_capacity(middle.len());
+                for (i, (unit, t)) in middle.iter().enumerate() {
+                    let part = Placed {
+                        cache: &cache,
+                        tokens: at..at + t.len(),
+                        at: cache.positions()[at],
+                    };
+                    caches.push(model.assemble_cache(Some(&header_cache), &[part])?);
+                    blocks.push(Block {
+                        unit: *unit,
+                        cache: i,
+                        tokens: h..h + t.len(),
+                    });
+                    at += t.len();
+                }
+                (caches, blocks)
             }
         };
         stats.seconds = started.elapsed().as_secs_f64();

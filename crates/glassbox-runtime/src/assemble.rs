@@ -27,8 +27,9 @@ pub struct Placed<'a> {
 }
 
 impl Model {
-    /// `base` (shared, unchanged) followed by every part in order, copied into one new
-    /// segment with their keys re-rotated to their new positions. Positions must increase
+    /// `base` (shared, unchanged) followed by every part in order, with their keys
+    /// re-rotated to their new positions (a part that does not move and is a whole segment
+    /// of its cache is shared; the others are copied into new segments). Positions must increase
     /// along the result, and stay inside the context window.
     pub fn assemble_cache(
         &self,
@@ -43,7 +44,31 @@ impl Model {
                 "the KV cache was made by a different model".into(),
             ));
         }
-        let mut segment = KvSegment::empty(layers);
+        // Parts that stay where they were and are whole segments of their cache are shared,
+        // not copied (in leave-one-out, every passage before the one left out).
+        let shared = |part: &Placed<'_>| -> Option<Arc<KvSegment>> {
+            let shift =
+                i64::from(part.at) - i64::from(*part.cache.positions.get(part.tokens.start)?);
+            (shift == 0)
+                .then(|| whole_segment(part.cache, &part.tokens))
+                .flatten()
+        };
+        let copied: usize = parts
+            .iter()
+            .filter(|p| shared(p).is_none())
+            .map(|p| p.tokens.len())
+            .sum();
+        let fresh = || KvSegment {
+            layers: (0..layers)
+                .map(|_| {
+                    (
+                        Vec::with_capacity(copied * w),
+                        Vec::with_capacity(copied * w),
+                    )
+                })
+                .collect(),
+        };
+        let mut segment = fresh();
         for part in parts {
             let cache = part.cache;
             if cache.layers != layers || cache.kv_width != w {
@@ -78,6 +103,15 @@ impl Model {
                 }
                 out.positions.push(moved as u32);
             }
+            if let Some(whole) = shared(part) {
+                if segment.layers[0].0.is_empty() {
+                    out.segments.push(whole);
+                } else {
+                    let done = std::mem::replace(&mut segment, fresh());
+                    out.segments.extend([Arc::new(done), whole]);
+                }
+                continue;
+            }
             for l in 0..layers {
                 let (keys, values) = &mut segment.layers[l];
                 let from = keys.len();
@@ -100,6 +134,25 @@ impl Model {
         }
         Ok(out)
     }
+}
+
+/// The segment of `cache` that holds exactly `tokens`, if one does.
+fn whole_segment(cache: &KvCache, tokens: &Range<usize>) -> Option<Arc<KvSegment>> {
+    let mut offset = 0;
+    for seg in &cache.segments {
+        let len = seg
+            .layers
+            .first()
+            .map_or(0, |(k, _)| k.len() / cache.kv_width);
+        if offset == tokens.start && len == tokens.len() {
+            return Some(seg.clone());
+        }
+        offset += len;
+        if offset > tokens.start {
+            return None;
+        }
+    }
+    None
 }
 
 /// Appends the keys and values of `tokens` of `cache` at layer `l` (across its segments).

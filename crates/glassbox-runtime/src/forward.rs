@@ -383,7 +383,7 @@ pub(crate) fn plan_row(
             "the KV cache was made by a different model".into(),
         ));
     }
-    let (shared, open, mut all_positions) = past.open();
+    let (shared, open, mut all_positions) = past.open(len);
     let past_len = all_positions.len();
     let first = all_positions.last().map_or(0, |p| p + 1);
     let positions: Vec<u32> = match &row.positions {

@@ -118,12 +118,26 @@ impl KvCache {
             .sum()
     }
 
-    /// Splits the cache for extension: the shared segments, and a segment to append to (the
-    /// last one, taken over in place when no other cache holds it; otherwise a new one).
-    pub(crate) fn open(mut self) -> (Vec<Arc<KvSegment>>, KvSegment, Vec<u32>) {
+    /// Splits the cache for extension by `extra` tokens: the shared segments, and a segment
+    /// to append to — the last one, taken over in place when no other cache holds it and
+    /// growing it is cheap (it has room, or is small next to what is appended, as when
+    /// decoding one token at a time); otherwise a new one, so that continuing a long
+    /// assembled or prefilled segment never reallocates and copies it.
+    pub(crate) fn open(mut self, extra: usize) -> (Vec<Arc<KvSegment>>, KvSegment, Vec<u32>) {
+        let w = self.kv_width;
         let open = match self.segments.pop() {
             Some(last) => match Arc::try_unwrap(last) {
-                Ok(owned) => owned,
+                Ok(owned)
+                    if owned.layers.first().is_none_or(|(k, _)| {
+                        k.capacity() - k.len() >= extra * w || k.len() <= 8 * extra * w
+                    }) =>
+                {
+                    owned
+                }
+                Ok(owned) => {
+                    self.segments.push(Arc::new(owned));
+                    KvSegment::empty(self.layers)
+                }
                 Err(shared) => {
                     self.segments.push(shared);
                     KvSegment::empty(self.layers)
