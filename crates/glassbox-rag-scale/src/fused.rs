@@ -63,6 +63,38 @@ struct Block {
     tokens: Range<usize>,
 }
 
+/// A prompt's header (fixed tokens before the first unit), the blocks between it and the
+/// tail, and the tail (fixed tokens after the last unit, which predict the answer).
+type Split<'p> = (Vec<u32>, Vec<(Option<usize>, &'p [u32])>, Vec<u32>);
+
+fn split(pieces: &[TokenSegment]) -> Result<Split<'_>, AttributionError> {
+    let header = match pieces.first() {
+        Some(TokenSegment::Fixed(t)) if !t.is_empty() => t.clone(),
+        _ => {
+            return Err(AttributionError::BadInput(
+                "passage caches need fixed text before the first passage".into(),
+            ));
+        }
+    };
+    let tail = match pieces.last() {
+        Some(TokenSegment::Fixed(t)) if pieces.len() > 1 && !t.is_empty() => t.clone(),
+        _ => {
+            return Err(AttributionError::BadInput(
+                "passage caches need fixed text after the last passage (the question)".into(),
+            ));
+        }
+    };
+    let middle = pieces[1..pieces.len() - 1]
+        .iter()
+        .map(|p| match p {
+            TokenSegment::Fixed(t) => (None, t.as_slice()),
+            TokenSegment::Unit { unit, kept, .. } => (Some(*unit), kept.as_slice()),
+        })
+        .filter(|(_, t)| !t.is_empty())
+        .collect();
+    Ok((header, middle, tail))
+}
+
 /// Live assembled caches allowed per batch of coalitions (bytes).
 const ASSEMBLED_BUDGET_BYTES: usize = 1536 << 20;
 /// Most coalitions per batch.
@@ -81,6 +113,9 @@ pub struct FusedGame<'m> {
     units: usize,
     memo: HashMap<Coalition, Vec<f32>>,
     stats: EngineStats,
+    /// Time and tokens spent caching the passages (part of `stats`).
+    cache_seconds: f64,
+    cache_tokens: usize,
 }
 
 impl<'m> FusedGame<'m> {
@@ -98,30 +133,7 @@ impl<'m> FusedGame<'m> {
         }
         let model = engine.model();
         let pieces = engine.pieces();
-        let header = match pieces.first() {
-            Some(TokenSegment::Fixed(t)) if !t.is_empty() => t.clone(),
-            _ => {
-                return Err(AttributionError::BadInput(
-                    "passage caches need fixed text before the first passage".into(),
-                ));
-            }
-        };
-        let tail = match pieces.last() {
-            Some(TokenSegment::Fixed(t)) if pieces.len() > 1 && !t.is_empty() => t.clone(),
-            _ => {
-                return Err(AttributionError::BadInput(
-                    "passage caches need fixed text after the last passage (the question)".into(),
-                ));
-            }
-        };
-        let middle: Vec<(Option<usize>, &[u32])> = pieces[1..pieces.len() - 1]
-            .iter()
-            .map(|p| match p {
-                TokenSegment::Fixed(t) => (None, t.as_slice()),
-                TokenSegment::Unit { unit, kept, .. } => (Some(*unit), kept.as_slice()),
-            })
-            .filter(|(_, t)| !t.is_empty())
-            .collect();
+        let (header, middle, tail) = split(pieces)?;
         let started = Instant::now();
         let mut stats = EngineStats::default();
         let kv =
@@ -175,30 +187,17 @@ impl<'m> FusedGame<'m> {
                     &mut stats,
                 )?
                 .remove(0);
-                // Each passage's stretch of the full pass as a cache of its own (header shared),
-                // so that coalitions which leave it in place share it instead of copying it.
-                let mut at = h;
-                let mut caches = Vec::with_capacity(middle.len());
-                let mut blocks = Vec::with_capacity(middle.len());
-                for (i, (unit, t)) in middle.iter().enumerate() {
-                    let part = Placed {
-                        cache: &cache,
-                        tokens: at..at + t.len(),
-                        at: cache.positions()[at],
-                    };
-                    caches.push(model.assemble_cache(Some(&header_cache), &[part])?);
-                    blocks.push(Block {
-                        unit: *unit,
-                        cache: i,
-                        tokens: h..h + t.len(),
-                    });
-                    at += t.len();
-                }
-                (caches, blocks)
+                let mut game = Self::in_context(engine, &cache, aggregate)?;
+                stats.seconds = started.elapsed().as_secs_f64();
+                (game.cache_seconds, game.cache_tokens) = (stats.seconds, stats.tokens);
+                game.stats = stats;
+                return Ok(game);
             }
         };
         stats.seconds = started.elapsed().as_secs_f64();
         Ok(Self {
+            cache_seconds: stats.seconds,
+            cache_tokens: stats.tokens,
             model,
             encoding,
             aggregate,
@@ -213,8 +212,70 @@ impl<'m> FusedGame<'m> {
         })
     }
 
+    /// In-context caches from `prompt`: the cache of everything before the tail (header and
+    /// passages, in order), e.g. the one the answer was generated from, so the caching costs
+    /// nothing more. Its work is not counted in [`FusedGame::stats`].
+    pub fn in_context(
+        engine: &Engine<'m>,
+        prompt: &KvCache,
+        aggregate: Aggregate,
+    ) -> Result<Self, AttributionError> {
+        let model = engine.model();
+        let pieces = engine.pieces();
+        let (header, middle, tail) = split(pieces)?;
+        let h = header.len();
+        let body: usize = middle.iter().map(|(_, t)| t.len()).sum();
+        if prompt.len() != h + body {
+            return Err(AttributionError::BadInput(format!(
+                "a prompt cache of {} tokens for a prompt of {} before its tail",
+                prompt.len(),
+                h + body
+            )));
+        }
+        let header_cache = prompt.truncated(h);
+        // Each passage's stretch as a cache of its own (header shared), so that coalitions
+        // which leave it in place share it instead of copying it.
+        let mut at = h;
+        let mut caches = Vec::with_capacity(middle.len());
+        let mut blocks = Vec::with_capacity(middle.len());
+        for (i, (unit, t)) in middle.iter().enumerate() {
+            let part = Placed {
+                cache: prompt,
+                tokens: at..at + t.len(),
+                at: prompt.positions()[at],
+            };
+            caches.push(model.assemble_cache(Some(&header_cache), &[part])?);
+            blocks.push(Block {
+                unit: *unit,
+                cache: i,
+                tokens: h..h + t.len(),
+            });
+            at += t.len();
+        }
+        Ok(Self {
+            model,
+            encoding: PassageEncoding::InContext,
+            aggregate,
+            header: header_cache,
+            caches,
+            blocks,
+            tail,
+            answer: engine.answer().to_vec(),
+            units: engine.units(),
+            memo: HashMap::new(),
+            stats: EngineStats::default(),
+            cache_seconds: 0.0,
+            cache_tokens: 0,
+        })
+    }
+
     pub fn encoding(&self) -> PassageEncoding {
         self.encoding
+    }
+
+    /// Seconds and tokens the passage caches took (0 when given a prompt cache).
+    pub fn cache_cost(&self) -> (f64, usize) {
+        (self.cache_seconds, self.cache_tokens)
     }
 
     /// Work done so far, caching included (`tokens_from_scratch`: what the same coalitions

@@ -25,14 +25,17 @@ pub mod onepass;
 use std::num::NonZeroUsize;
 use std::time::Instant;
 
-use glassbox_attribution::cite::{CiteRequest, CiteTarget, answer_targets, package, prepare};
+use glassbox_attribution::cite::{
+    CiteRequest, CiteTarget, answer_targets, package, prepare, prepare_generating,
+};
 use glassbox_attribution::{
-    AnswerGame, AttributionError, Engine, EngineStats, Estimate, Game, Method, estimate,
+    AnswerGame, AttributionError, Engine, EngineStats, Estimate, Game, Method, Segment,
+    SegmentedPrompt, estimate,
 };
 use glassbox_report::{
     Approximation, ApproximationStep, CITE_SCHEMA, CiteReport, Cost, MethodInfo,
 };
-use glassbox_runtime::Model;
+use glassbox_runtime::{Capture, Continuation, GenerateOptions, KvCache, LogitsAt, Model, Row};
 use serde_json::json;
 
 pub use fused::{FusedGame, PassageEncoding};
@@ -120,7 +123,20 @@ pub fn cite_at_scale(
     // (which refuses it over too many passages) checks the prompt only.
     let mut probe = request.clone();
     probe.method = Method::LeaveOneOut;
-    let on_target = prepare(target, &probe)?;
+    // In-context caches are the prompt's own: when the answer is generated here, it is
+    // generated from them, so caching costs nothing beyond the generation.
+    let mut prompt_cache: Option<KvCache> = None;
+    let share =
+        options.strategy == Strategy::Cached(PassageEncoding::InContext) && options.proxy.is_none();
+    let on_target = if share {
+        prepare_generating(target, &probe, &mut |prompt, ids, generate| {
+            let (cache, answer) = generate_keeping_cache(target, prompt, ids, generate)?;
+            prompt_cache = Some(cache);
+            Ok(answer)
+        })?
+    } else {
+        prepare(target, &probe)?
+    };
     let estimator = options.proxy.unwrap_or(target);
     let on_estimator = match options.proxy {
         Some(proxy) => {
@@ -171,12 +187,24 @@ pub fn cite_at_scale(
             (info, estimate, stats)
         }
         Strategy::Cached(encoding) => {
+            let mut game = match &prompt_cache {
+                Some(cache) => FusedGame::in_context(&engine, cache, aggregate)?,
+                None => FusedGame::new(&engine, encoding, aggregate)?,
+            };
+            let (cache_seconds, cache_tokens) = game.cache_cost();
             steps.push(ApproximationStep {
                 name: encoding.name().into(),
                 description: encoding.description().into(),
-                params: json!({}),
+                params: json!({
+                    "prompt_cache": if prompt_cache.is_some() {
+                        "shared with the answer's generation"
+                    } else {
+                        "computed"
+                    },
+                    "cache_seconds": cache_seconds,
+                    "cache_tokens": cache_tokens,
+                }),
             });
-            let mut game = FusedGame::new(&engine, encoding, aggregate)?;
             let estimate = run(&mut game, request, options, &mut steps)?;
             (
                 method_info(request, &estimate),
@@ -247,6 +275,50 @@ pub fn cite_at_scale(
             check,
         }),
     })
+}
+
+/// Generates the answer as `prepare` would, but from a cache of the prompt before its tail,
+/// which it returns (the in-context passage caches).
+fn generate_keeping_cache(
+    model: &Model,
+    prompt: &SegmentedPrompt,
+    ids: &[u32],
+    options: &GenerateOptions,
+) -> Result<(KvCache, Vec<u32>), AttributionError> {
+    let tail = match prompt.segments.last() {
+        Some(Segment::Fixed(text)) => {
+            model
+                .tokenizer()
+                .encode(text, false)
+                .map_err(glassbox_runtime::RuntimeError::from)?
+                .ids
+        }
+        _ => Vec::new(),
+    };
+    let cut = ids.len().saturating_sub(tail.len());
+    if tail.is_empty() || cut == 0 || ids[cut..] != tail[..] {
+        return Err(AttributionError::BadInput(
+            "passage caches need fixed text after the last passage (the question)".into(),
+        ));
+    }
+    let cache = model
+        .forward(
+            vec![Row::tokens(ids[..cut].to_vec()).with_logits(LogitsAt::None)],
+            &Capture::kv(),
+        )?
+        .remove(0)
+        .kv
+        .expect("asked for the cache");
+    let start = Continuation {
+        past: Some(cache.clone()),
+        tokens: tail,
+        positions: None,
+    };
+    let answer = model
+        .generate_continuations(vec![start], options)?
+        .remove(0)
+        .tokens;
+    Ok((cache, answer))
 }
 
 /// The request's method on `game`, through the hierarchy when asked.

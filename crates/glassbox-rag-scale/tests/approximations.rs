@@ -204,6 +204,41 @@ fn groups_expand_where_the_answer_is_and_the_check_measures_against_exact() {
 }
 
 #[test]
+fn in_context_caches_shared_with_the_generation_give_the_same_answer_and_scores() {
+    let mut r = request(&PASSAGES, Method::LeaveOneOut);
+    r.answer = None;
+    let context = options(Strategy::Cached(PassageEncoding::InContext));
+    let shared = cite_at_scale(model(), &r, &context).unwrap();
+    let plain = prepare(model(), &r).unwrap();
+    let ids: Vec<u32> = shared.answer_tokens.iter().map(|t| t.id).collect();
+    assert_eq!(
+        ids, plain.answer,
+        "the same greedy answer from the shared cache"
+    );
+    let step = &shared.approximation.as_ref().unwrap().steps[0];
+    assert_eq!(
+        step.params["prompt_cache"],
+        "shared with the answer's generation"
+    );
+    assert_eq!(step.params["cache_tokens"], 0);
+    // The same scores as caching the prompt separately, for the same answer tokens.
+    r.answer = Some(plain.answer_text.trim().to_string());
+    let separate = cite_at_scale(model(), &r, &context).unwrap();
+    assert_eq!(
+        separate.answer_tokens, shared.answer_tokens,
+        "re-encoding keeps the tokens"
+    );
+    let (a, b) = (
+        &shared.attribution.scores[0],
+        &separate.attribution.scores[0],
+    );
+    for (x, y) in a.iter().zip(b) {
+        assert!((x - y).abs() < 1e-3, "{x} vs {y}");
+    }
+    assert!(shared.attribution.cost.tokens < separate.attribution.cost.tokens);
+}
+
+#[test]
 fn attention_finds_the_gold_passage() {
     let r = request(&PASSAGES, Method::LeaveOneOut);
     let how = OnePass::Attention { layers: 4 };
