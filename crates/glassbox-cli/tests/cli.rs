@@ -650,3 +650,76 @@ fn bad_image_input_exits_2() {
         "does not contain",
     );
 }
+
+const LIGHTHOUSE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../examples/lighthouse.json"
+);
+
+#[test]
+fn cite_estimates_say_so_and_measure_themselves() {
+    let q = "Who rebuilt the Vellmora lighthouse?";
+    let out = json(&glassbox(&[
+        "cite",
+        "-q",
+        q,
+        "-p",
+        LIGHTHOUSE,
+        "-M",
+        "loo",
+        "--strategy",
+        "context-kv",
+        "--groups",
+        "2",
+        "--check",
+        "2",
+        "--json",
+    ]));
+    let approx = &out["approximation"];
+    assert_eq!(
+        approx["estimate_of"],
+        "leave_one_out on smollm2-135m-instruct"
+    );
+    let steps: Vec<&str> = approx["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["hierarchical", "context_kv"]);
+    assert_eq!(approx["check"]["units"].as_array().unwrap().len(), 2);
+    assert_eq!(out["attribution"]["units"].as_array().unwrap().len(), 6);
+    // The exact path carries no approximation record.
+    let exact = json(&glassbox(&[
+        "cite", "-q", q, "-p", LIGHTHOUSE, "-M", "loo", "--json",
+    ]));
+    assert!(exact.get("approximation").is_none());
+}
+
+#[test]
+fn cite_estimate_options_refuse_bad_input() {
+    let q = "Who rebuilt the Vellmora lighthouse?";
+    let run = |extra: &[&str]| {
+        let mut args = vec!["cite", "-q", q, "-p", LIGHTHOUSE, "-M", "loo"];
+        args.extend_from_slice(extra);
+        glassbox(&args)
+    };
+    assert_exit(&run(&["--groups", "0"]), 2, "--groups must be at least 1");
+    assert_exit(
+        &run(&["--strategy", "passage-kv", "--check", "9"]),
+        2,
+        "more than the 6 passages",
+    );
+    assert_exit(
+        &run(&["--proxy", "/no/such/model.gguf"]),
+        2,
+        "does not exist",
+    );
+    assert_exit(
+        &run(&["--strategy", "attention", "--groups", "2"]),
+        2,
+        "does not apply",
+    );
+    assert_exit(&run(&["--groups", "2", "--expand-share", "2"]), 2, "share");
+    assert_exit(&run(&["--check", "2"]), 2, "nothing is approximated");
+}

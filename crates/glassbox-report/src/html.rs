@@ -171,6 +171,36 @@ fn header(out: &mut String, report: &CiteReport) {
         c.tokens_from_scratch,
         c.seconds
     );
+    if let Some(x) = &report.approximation {
+        let steps: Vec<String> = x
+            .steps
+            .iter()
+            .map(|s| {
+                format!(
+                    "<b>{}</b>: {}",
+                    escape_html(&s.name),
+                    escape_html(&s.description)
+                )
+            })
+            .collect();
+        let _ = write!(
+            out,
+            "<p class=\"meta estimate\">Estimate of {}, made by {}.",
+            escape_html(&x.estimate_of),
+            steps.join("; ")
+        );
+        if let Some(c) = &x.check {
+            let _ = write!(
+                out,
+                " Checked against exact leave-one-out on {} passages: Spearman {}, top passage {}.",
+                c.units.len(),
+                c.spearman
+                    .map_or_else(|| "n/a".to_string(), |r| format!("{r:.3}")),
+                if c.top1_agrees { "agrees" } else { "disagrees" }
+            );
+        }
+        out.push_str("</p>");
+    }
 }
 
 /// Question, and the answer as chips: one selecting the whole answer, one per token that has a
@@ -394,6 +424,20 @@ mod tests {
     fn embedded(html: &str) -> &str {
         let start = html.find("id=\"glassbox-data\">").unwrap() + "id=\"glassbox-data\">".len();
         &html[start..start + html[start..].find("</script>").unwrap()]
+    }
+
+    #[test]
+    fn estimates_say_so() {
+        let mut r = report();
+        assert!(!render_html(&r).contains("class=\"meta estimate\""));
+        r.approximation = Some(crate::testing::approximation());
+        let html = render_html(&r);
+        assert!(
+            html.contains("Estimate of leave_one_out on test-model"),
+            "{html}"
+        );
+        assert!(html.contains("<b>context_kv</b>"));
+        assert!(html.contains("Spearman 0.800, top passage agrees"));
     }
 
     #[test]

@@ -280,6 +280,20 @@ mod tests {
     }
 
     #[test]
+    fn estimates_say_so_with_their_check() {
+        let mut r = report();
+        assert!(!render_terminal(&r, ColorMode::Plain).contains("ESTIMATE"));
+        r.approximation = Some(crate::testing::approximation());
+        let text = render_terminal(&r, ColorMode::Plain);
+        assert!(
+            text.contains("ESTIMATE of leave_one_out on test-model"),
+            "{text}"
+        );
+        assert!(text.contains("  context_kv: passages cached"));
+        assert!(text.contains("on [3] [1] [2]: Spearman 0.800, top passage agrees"));
+    }
+
+    #[test]
     fn ranks_passages_with_scores_errors_and_shares() {
         let plain = render_terminal(&report(), ColorMode::Plain);
         assert!(!plain.contains('\x1b'), "plain mode has no escapes");

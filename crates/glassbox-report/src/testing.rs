@@ -197,3 +197,29 @@ pub(crate) fn attribute_report() -> AttributeReport {
         request: None,
     }
 }
+
+/// An approximation record with a check, for the renderers' tests.
+pub(crate) fn approximation() -> crate::Approximation {
+    crate::Approximation {
+        estimate_of: "leave_one_out on test-model".into(),
+        steps: vec![crate::ApproximationStep {
+            name: "context_kv".into(),
+            description: "passages cached from the full prompt".into(),
+            params: serde_json::json!({}),
+        }],
+        check: Some(crate::FidelityCheck {
+            units: vec![2, 0, 1],
+            estimate: vec![3.0, 0.5, 0.1],
+            exact_loo: vec![3.2, 0.4, 0.2],
+            spearman: Some(0.8),
+            top1_agrees: true,
+            cost: Cost {
+                evaluations: 4,
+                forward_passes: 2,
+                tokens: 100,
+                tokens_from_scratch: 200,
+                seconds: 0.5,
+            },
+        }),
+    }
+}
