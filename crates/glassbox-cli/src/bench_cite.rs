@@ -97,10 +97,22 @@ struct Report {
 }
 
 fn request(case: &Case, method: Method, seed: u64) -> anyhow::Result<CiteRequest> {
+    rag_request(&case.question, &case.passages, &case.answer, method, seed)
+}
+
+/// A benchmark case's request: the answer scored as given (sum of log-probabilities), the
+/// built-in template, passages deleted.
+pub(crate) fn rag_request(
+    question: &str,
+    passages: &[String],
+    answer: &str,
+    method: Method,
+    seed: u64,
+) -> anyhow::Result<CiteRequest> {
     Ok(CiteRequest {
-        question: case.question.clone(),
-        passages: case.passages.clone(),
-        answer: Some(case.answer.clone()),
+        question: question.to_string(),
+        passages: passages.to_vec(),
+        answer: Some(answer.to_string()),
         system: None,
         template: RagTemplate::parse(DEFAULT_TEMPLATE)?,
         method,
@@ -123,6 +135,29 @@ fn method_run(a: &Attribution, exact: &Attribution, gold: usize) -> MethodRun {
         spearman_with_exact: spearman(&a.scores[0], &exact.scores[0]),
         gold_first: a.ranking(0)[0] == gold,
     }
+}
+
+/// The JSONL cases of `path` (or the built-in `default` text), one per non-empty line.
+pub(crate) fn read_cases<C: serde::de::DeserializeOwned>(
+    path: Option<&std::path::Path>,
+    default: &str,
+) -> anyhow::Result<Vec<C>> {
+    let text = match path {
+        Some(path) => read_text(path)?,
+        None => default.to_string(),
+    };
+    let mut cases = Vec::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        cases.push(
+            serde_json::from_str(line)
+                .map_err(|e| UsageError(format!("cases line {}: {e}", n + 1)))?,
+        );
+    }
+    Ok(cases)
 }
 
 /// Every coalition from scratch, timed, and the engine's values for the same coalitions.
@@ -153,20 +188,7 @@ fn scratch(model: &glassbox::Model, case: &Case, seed: u64) -> anyhow::Result<Sc
 }
 
 pub(crate) fn run(args: CiteBenchArgs, out: &Output) -> anyhow::Result<()> {
-    let text = match &args.cases {
-        Some(path) => read_text(path)?,
-        None => DEFAULT_CASES.to_string(),
-    };
-    let mut cases = Vec::new();
-    for (n, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let case: Case = serde_json::from_str(line)
-            .map_err(|e| UsageError(format!("cases line {}: {e}", n + 1)))?;
-        cases.push(case);
-    }
+    let mut cases: Vec<Case> = read_cases(args.cases.as_deref(), DEFAULT_CASES)?;
     if let Some(limit) = args.limit {
         let mut seen: HashMap<usize, usize> = HashMap::new();
         cases.retain(|c| {

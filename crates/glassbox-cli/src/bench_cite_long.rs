@@ -13,10 +13,8 @@ use std::time::Instant;
 
 use clap::Args;
 use glassbox::Model;
-use glassbox::attribution::cite::{
-    CiteRequest, CiteTarget, DEFAULT_TEMPLATE, RagTemplate, cite, prepare,
-};
-use glassbox::attribution::{Aggregate, Method, Perturbation};
+use glassbox::attribution::cite::{CiteRequest, cite, prepare};
+use glassbox::attribution::{Method, Perturbation};
 use glassbox::rag_scale::fidelity::{
     average_precision, outliers, spearman_or_none, top_k_agreement,
 };
@@ -28,7 +26,8 @@ use glassbox::report::Attribution;
 use serde::{Deserialize, Serialize};
 
 use crate::bench::cpu_name;
-use crate::input::{ModelArgs, check_output, read_text};
+use crate::bench_cite::{rag_request, read_cases};
+use crate::input::{ModelArgs, check_output};
 use crate::{Output, UsageError};
 
 /// The long RAG cases (fictional facts; single-passage, near-duplicate and two-passage
@@ -166,19 +165,7 @@ struct Report {
 }
 
 fn request(case: &Case, method: Method, seed: u64) -> anyhow::Result<CiteRequest> {
-    Ok(CiteRequest {
-        question: case.question.clone(),
-        passages: case.passages.clone(),
-        answer: Some(case.answer.clone()),
-        system: None,
-        template: RagTemplate::parse(DEFAULT_TEMPLATE)?,
-        method,
-        perturbation: Perturbation::Delete,
-        target: CiteTarget::LogProb(Aggregate::Sum),
-        seed,
-        refine_passages: 0,
-        refine_words: false,
-    })
+    rag_request(&case.question, &case.passages, &case.answer, method, seed)
 }
 
 fn truth(a: &Attribution) -> Truth {
@@ -252,20 +239,7 @@ pub(crate) fn run(args: CiteLongBenchArgs, out: &Output) -> anyhow::Result<()> {
     if let Some(path) = &args.output {
         check_output(path, args.force)?;
     }
-    let text = match &args.cases {
-        Some(path) => read_text(path)?,
-        None => DEFAULT_CASES.to_string(),
-    };
-    let mut cases = Vec::new();
-    for (n, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let case: Case = serde_json::from_str(line)
-            .map_err(|e| UsageError(format!("cases line {}: {e}", n + 1)))?;
-        cases.push(case);
-    }
+    let mut cases: Vec<Case> = read_cases(args.cases.as_deref(), DEFAULT_CASES)?;
     cases.truncate(args.limit.unwrap_or(usize::MAX));
     if cases.is_empty() {
         return Err(UsageError("no cases to run".into()).into());

@@ -195,21 +195,44 @@ impl<'m> FusedGame<'m> {
             }
         };
         stats.seconds = started.elapsed().as_secs_f64();
-        Ok(Self {
-            cache_seconds: stats.seconds,
-            cache_tokens: stats.tokens,
-            model,
+        let mut game = Self::from_parts(
+            engine,
             encoding,
             aggregate,
-            header: header_cache,
+            header_cache,
+            caches,
+            blocks,
+            tail,
+        );
+        (game.cache_seconds, game.cache_tokens) = (stats.seconds, stats.tokens);
+        game.stats = stats;
+        Ok(game)
+    }
+
+    fn from_parts(
+        engine: &Engine<'m>,
+        encoding: PassageEncoding,
+        aggregate: Aggregate,
+        header: KvCache,
+        caches: Vec<KvCache>,
+        blocks: Vec<Block>,
+        tail: Vec<u32>,
+    ) -> Self {
+        Self {
+            model: engine.model(),
+            encoding,
+            aggregate,
+            header,
             caches,
             blocks,
             tail,
             answer: engine.answer().to_vec(),
             units: engine.units(),
             memo: HashMap::new(),
-            stats,
-        })
+            stats: EngineStats::default(),
+            cache_seconds: 0.0,
+            cache_tokens: 0,
+        }
     }
 
     /// In-context caches from `prompt`: the cache of everything before the tail (header and
@@ -252,21 +275,15 @@ impl<'m> FusedGame<'m> {
             });
             at += t.len();
         }
-        Ok(Self {
-            model,
-            encoding: PassageEncoding::InContext,
+        Ok(Self::from_parts(
+            engine,
+            PassageEncoding::InContext,
             aggregate,
-            header: header_cache,
+            header_cache,
             caches,
             blocks,
             tail,
-            answer: engine.answer().to_vec(),
-            units: engine.units(),
-            memo: HashMap::new(),
-            stats: EngineStats::default(),
-            cache_seconds: 0.0,
-            cache_tokens: 0,
-        })
+        ))
     }
 
     pub fn encoding(&self) -> PassageEncoding {
