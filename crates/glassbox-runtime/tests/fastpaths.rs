@@ -324,13 +324,15 @@ fn caches_share_prefixes_and_grow_in_place() {
         "{child:?}"
     );
     assert_eq!(child.size_bytes(), prefix.size_bytes() * 12 / 10);
-    // A cache nobody else holds grows in place: decoding keeps one segment.
+    // Continuing a long segment nobody else holds starts one new segment (the long one is
+    // not reallocated), which then grows in place: decoding 4 tokens after a prefill leaves
+    // the prefill's segment and one more, not one per token.
     let mut solo = run(Row::tokens(ids[..10].to_vec()));
     for &t in &ids[10..14] {
         solo = run(Row::tokens(vec![t]).with_past(solo));
     }
     assert!(
-        format!("{solo:?}").contains("14 tokens in 1 segments"),
+        format!("{solo:?}").contains("14 tokens in 2 segments"),
         "{solo:?}"
     );
     // And both agree with a plain pass.
