@@ -425,15 +425,7 @@ impl<'m> Engine<'m> {
         coalitions: &[Coalition],
         done: impl Fn(&Self, &Coalition) -> bool,
     ) -> Result<Vec<Coalition>, AttributionError> {
-        for c in coalitions {
-            if c.universe() != self.units {
-                return Err(AttributionError::BadInput(format!(
-                    "coalition over {} units for a prompt of {}",
-                    c.universe(),
-                    self.units
-                )));
-            }
-        }
+        check_universe(coalitions, self.units)?;
         let mut todo: Vec<Coalition> = coalitions
             .iter()
             .filter(|c| !done(self, c))
@@ -774,6 +766,17 @@ impl<'m> Engine<'m> {
             }
         }
         mask
+    }
+}
+
+/// Refuses coalitions that are not over a prompt's `units` units.
+pub fn check_universe(coalitions: &[Coalition], units: usize) -> Result<(), AttributionError> {
+    match coalitions.iter().find(|c| c.universe() != units) {
+        Some(c) => Err(AttributionError::BadInput(format!(
+            "coalition over {} units for a prompt of {units}",
+            c.universe()
+        ))),
+        None => Ok(()),
     }
 }
 

@@ -23,7 +23,9 @@ mod prompt;
 pub mod stats;
 
 pub use coalition::Coalition;
-pub use engine::{Aggregate, AnswerGame, Engine, EngineStats, IdentityGame, Readout, TokenSegment};
+pub use engine::{
+    Aggregate, AnswerGame, Engine, EngineStats, IdentityGame, Readout, TokenSegment, check_universe,
+};
 pub use game::{FnGame, Game};
 pub use methods::{Estimate, METHODS, Method, estimate};
 pub use prompt::{PERTURBATIONS, Perturbation, Segment, SegmentedPrompt};

@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use glassbox_attribution::{
     Aggregate, AttributionError, Coalition, Engine, EngineStats, Game, Perturbation, TokenSegment,
+    check_universe,
 };
 use glassbox_runtime::{Capture, KvCache, LogitsAt, Model, Placed, Row};
 
@@ -323,15 +324,9 @@ impl<'m> FusedGame<'m> {
         &mut self,
         coalitions: &[Coalition],
     ) -> Result<Vec<Vec<f32>>, AttributionError> {
+        check_universe(coalitions, self.units)?;
         let mut todo: Vec<Coalition> = Vec::new();
         for c in coalitions {
-            if c.universe() != self.units {
-                return Err(AttributionError::BadInput(format!(
-                    "coalition over {} units for a prompt of {}",
-                    c.universe(),
-                    self.units
-                )));
-            }
             if !self.memo.contains_key(c) && !todo.contains(c) {
                 todo.push(c.clone());
             }
