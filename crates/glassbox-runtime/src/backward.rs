@@ -12,6 +12,8 @@
 
 use std::collections::BTreeMap;
 
+use rayon::prelude::*;
+
 use glassbox_kernels::{KeyFilter, attention};
 
 use crate::RuntimeError;
@@ -34,11 +36,47 @@ pub const SAVED_BYTES_PER_BATCH: usize = 48 << 20;
 enum Checkpoints {
     /// Every block's [`Saved`] record: no recomputation. Used when all rows fit the bound.
     EveryOp,
-    /// Each block's input only; going back, each block is run forward again to rebuild its
-    /// record. One more forward's arithmetic, but batches many times larger within the same
-    /// memory — on small models the larger GEMMs more than pay for it, and the LM head
-    /// (streamed twice per batch) is read far fewer times.
-    BlockInputs,
+    /// The residual stream before and between each block's sub-blocks; going back, each
+    /// block's record is rebuilt from them ([`Layer::rebuild`]: the Q|K|V and gate|up
+    /// projections, about two thirds of a forward's arithmetic). Batches are many times larger
+    /// within the same memory — on small models the larger GEMMs more than pay for the
+    /// recomputation, and the LM head (streamed twice per batch) is read far fewer times. The
+    /// last block, whose backward comes first, keeps its record from the forward.
+    Streams,
+}
+
+/// `buf` cut into consecutive pieces of the given lengths (the rows of a packed batch).
+pub(crate) fn split_rows(
+    mut buf: &mut [f32],
+    lengths: impl Iterator<Item = usize>,
+) -> Vec<&mut [f32]> {
+    let mut pieces = Vec::new();
+    for len in lengths {
+        let (piece, rest) = buf.split_at_mut(len);
+        pieces.push(piece);
+        buf = rest;
+    }
+    pieces
+}
+
+/// The residual stream of one block over a batch, before (`x`) and between (`x_mid`) its
+/// sub-blocks, after any patches: what [`Layer::rebuild`] needs.
+#[derive(Default)]
+struct Stream {
+    x: Vec<f32>,
+    x_mid: Vec<f32>,
+}
+
+/// What the forward keeps of one block for the backward.
+enum Kept {
+    Record(Saved),
+    Stream(Stream),
+}
+
+/// Where the forward of one block keeps it.
+enum Keep<'a> {
+    Record(&'a mut Saved),
+    Stream(&'a mut Stream),
 }
 
 /// A sequence to differentiate: input embeddings at positions `0..tokens`, no KV cache.
@@ -123,9 +161,12 @@ impl Model {
         let bytes = |floats: usize| 4 * floats.max(1);
         // Saving every block's record: no recomputation, but few tokens per batch.
         let save_all = SAVED_BYTES_PER_BATCH / bytes(record.iter().sum::<usize>() + extra);
-        // Saving block inputs only, and one block's record at a time while going back.
+        // Saving the streams only, and two blocks' records (the last one's, and the one being
+        // rebuilt) while going back.
         let per_layer = SAVED_BYTES_PER_BATCH
-            / bytes(weights.layers.len() * hidden + record.iter().max().unwrap_or(&0) + extra);
+            / bytes(
+                weights.layers.len() * 2 * hidden + 2 * record.iter().max().unwrap_or(&0) + extra,
+            );
         let tokens_total: usize = rows
             .iter()
             .map(|r| r.embeddings.len() / hidden.max(1))
@@ -133,10 +174,15 @@ impl Model {
         let (mode, bound) = if tokens_total <= save_all {
             (Checkpoints::EveryOp, save_all)
         } else {
-            (Checkpoints::BlockInputs, per_layer)
+            (Checkpoints::Streams, per_layer)
         };
-        // Batches of about equal size rather than full ones and a remainder.
-        let budget = tokens_total.div_ceil(tokens_total.div_ceil(bound.max(1)).max(1));
+        // Batches of about equal size rather than full ones and a small remainder (a batch
+        // of a few rows runs its GEMMs far below full speed): each batch aims at an equal
+        // share of the tokens still to go, and ends at the row closest to it.
+        let bound = bound.max(1);
+        let mut batches_left = tokens_total.div_ceil(bound).max(1);
+        let mut remaining = tokens_total;
+        let mut target = remaining.div_ceil(batches_left);
 
         let mut out = Vec::with_capacity(rows.len());
         let mut pool = Vec::new();
@@ -145,7 +191,7 @@ impl Model {
         let rows_len = rows.len();
         for (index, row) in rows.into_iter().enumerate() {
             let len = row.embeddings.len() / hidden.max(1);
-            if !batch.is_empty() && tokens + len > budget {
+            if !batch.is_empty() && (tokens + len > bound || tokens + len / 2 > target) {
                 out.extend(self.gradient_batch(
                     std::mem::take(&mut batch),
                     hooks,
@@ -153,6 +199,9 @@ impl Model {
                     mode,
                     &mut pool,
                 )?);
+                remaining -= tokens;
+                batches_left = batches_left.saturating_sub(1).max(1);
+                target = remaining.div_ceil(batches_left);
                 tokens = 0;
             }
             tokens += len;
@@ -229,79 +278,95 @@ impl Model {
         }
         let ropes = RopeTables::new(cfg, &positions);
 
-        // One block over the batch: attention within each row, patches applied where asked,
-        // the block's record saved when given one.
+        // Attention within each row of the batch, at layer `l`, rows in parallel: one row's
+        // heads are too little work to split over threads.
+        let attend_rows = |l: usize, q: &[f32], k: &[f32], v: &[f32], attn: &mut [f32]| {
+            let windowed = cfg.layer_window(l).is_some();
+            let shape = Layer::new(cfg, &weights.layers, l, total, &ropes).shape();
+            let outs = split_rows(attn, plans.iter().map(|p| p.len * qw));
+            plans.par_iter().zip(outs).for_each(|(plan, out)| {
+                let (qr, kr) = (
+                    plan.start * qw..(plan.start + plan.len) * qw,
+                    plan.start * kvw..(plan.start + plan.len) * kvw,
+                );
+                let filter = KeyFilter {
+                    ranges: if windowed { &plan.local } else { &plan.global },
+                    blocked: &plan.blocked,
+                };
+                attention(
+                    &q[qr],
+                    &[&k[kr.clone()]],
+                    &[&v[kr]],
+                    shape,
+                    filter,
+                    out,
+                    None,
+                );
+            });
+        };
+        // One block over the batch: patches applied where asked, the block's record saved
+        // when given one, its streams when given those.
         let block = |l: usize,
                      x: &mut [f32],
                      scratch: &mut Scratch,
-                     record: Option<&mut Saved>,
-                     activations: Option<&mut BTreeMap<Hook, Vec<f32>>>|
+                     keep: Keep<'_>,
+                     activations: &mut BTreeMap<Hook, Vec<f32>>|
          -> Result<(), RuntimeError> {
             let layer = Layer::new(cfg, &weights.layers, l, total, &ropes);
-            let shape = layer.shape();
-            let windowed = cfg.layer_window(l).is_some();
-            let mut attend = |q: &[f32], k: &[f32], v: &[f32], attn: &mut [f32]| {
-                for plan in &plans {
-                    let (qr, kr) = (
-                        plan.start * qw..(plan.start + plan.len) * qw,
-                        plan.start * kvw..(plan.start + plan.len) * kvw,
-                    );
-                    let filter = KeyFilter {
-                        ranges: if windowed { &plan.local } else { &plan.global },
-                        blocked: &plan.blocked,
-                    };
-                    attention(
-                        &q[qr.clone()],
-                        &[&k[kr.clone()]],
-                        &[&v[kr]],
-                        shape,
-                        filter,
-                        &mut attn[qr],
-                        None,
-                    );
-                }
+            let mut attend =
+                |q: &[f32], k: &[f32], v: &[f32], attn: &mut [f32]| attend_rows(l, q, k, v, attn);
+            let (mut record, mut stream) = match keep {
+                Keep::Record(r) => (Some(r), None),
+                Keep::Stream(s) => (None, Some(s)),
             };
-            let mut activations = activations;
-            let mut keep = |hook: Hook, buf: &mut [f32]| {
+            let mut visit = |hook: Hook, buf: &mut [f32]| {
                 for (plan, patch) in plans.iter().zip(&patches) {
                     if let Some((_, values)) = patch.as_ref().filter(|p| p.0 == hook) {
                         buf[plan.start * d..(plan.start + plan.len) * d].copy_from_slice(values);
                     }
                 }
-                if let Some(map) = activations.as_deref_mut().filter(|_| hooks.contains(&hook)) {
-                    map.insert(hook, buf.to_vec());
+                if hooks.contains(&hook) {
+                    activations.insert(hook, buf.to_vec());
+                }
+                if let Some(stream) = stream.as_deref_mut() {
+                    match hook {
+                        Hook::ResidPre(_) => stream.x = buf.to_vec(),
+                        Hook::ResidMid(_) => stream.x_mid = buf.to_vec(),
+                        _ => {}
+                    }
                 }
             };
-            let mut record = record;
-            layer.attention_forward(x, scratch, record.as_deref_mut(), &mut attend, &mut keep)?;
-            layer.mlp_forward(x, scratch, record, &mut keep)
+            layer.attention_forward(x, scratch, record.as_deref_mut(), &mut attend, &mut visit)?;
+            layer.mlp_forward(x, scratch, record, &mut visit)
         };
 
-        // Forward, saving what the backward reads: every block's record, or only the blocks'
-        // inputs, from which each block is run again on the way back.
+        // Forward, saving what the backward reads: every block's record, or only the
+        // streams, from which each block's record is rebuilt on the way back.
         let mut activations: BTreeMap<Hook, Vec<f32>> = BTreeMap::new();
         let mut scratch = Scratch::new(cfg, total);
-        let mut saved: Vec<Saved> = Vec::with_capacity(weights.layers.len());
-        let mut inputs: Vec<Vec<f32>> = Vec::new();
-        for l in 0..weights.layers.len() {
-            match mode {
-                Checkpoints::EveryOp => {
-                    let mut record = pool.pop().unwrap_or_default();
-                    block(
-                        l,
-                        &mut x,
-                        &mut scratch,
-                        Some(&mut record),
-                        Some(&mut activations),
-                    )?;
-                    saved.push(record);
-                }
-                Checkpoints::BlockInputs => {
-                    // Patches are applied again when the block is rerun.
-                    let input = x.clone();
-                    block(l, &mut x, &mut scratch, None, Some(&mut activations))?;
-                    inputs.push(input);
-                }
+        let layers = weights.layers.len();
+        let mut kept: Vec<Kept> = Vec::with_capacity(layers);
+        for l in 0..layers {
+            if matches!(mode, Checkpoints::EveryOp) || l + 1 == layers {
+                let mut record = pool.pop().unwrap_or_default();
+                block(
+                    l,
+                    &mut x,
+                    &mut scratch,
+                    Keep::Record(&mut record),
+                    &mut activations,
+                )?;
+                kept.push(Kept::Record(record));
+            } else {
+                let mut stream = Stream::default();
+                block(
+                    l,
+                    &mut x,
+                    &mut scratch,
+                    Keep::Stream(&mut stream),
+                    &mut activations,
+                )?;
+                kept.push(Kept::Stream(stream));
             }
         }
 
@@ -387,12 +452,20 @@ impl Model {
                     }
                 }
             };
-            let record = match mode {
-                Checkpoints::EveryOp => saved.pop().expect("one record per block"),
-                Checkpoints::BlockInputs => {
-                    let mut input = inputs.pop().expect("one input per block");
+            let record = match kept.pop().expect("one record or stream per block") {
+                Kept::Record(record) => record,
+                Kept::Stream(stream) => {
                     let mut record = pool.pop().unwrap_or_default();
-                    block(l, &mut input, &mut scratch, Some(&mut record), None)?;
+                    let mut attend = |q: &[f32], k: &[f32], v: &[f32], attn: &mut [f32]| {
+                        attend_rows(l, q, k, v, attn)
+                    };
+                    layer.rebuild(
+                        &stream.x,
+                        &stream.x_mid,
+                        &mut scratch,
+                        &mut record,
+                        &mut attend,
+                    )?;
                     record
                 }
             };

@@ -4,8 +4,10 @@
 //! [`Layer::mlp_backward`] and [`Layer::attention_backward`] on it.
 
 use glassbox_kernels::{AttentionShape, KeyFilter, attention_backward};
+use rayon::prelude::*;
 
 use crate::RuntimeError;
+use crate::backward::split_rows;
 use crate::capture::{Array, Hook};
 use crate::config::ModelConfig;
 use crate::ops::{
@@ -170,8 +172,28 @@ impl<'a> Layer<'a> {
         visit: &mut dyn FnMut(Hook, &mut [f32]),
     ) -> Result<(), RuntimeError> {
         let (cfg, lw) = (self.cfg, self.weights);
-        let (eps, hd) = (cfg.rms_norm_eps, cfg.head_dim);
         visit(Hook::ResidPre(self.index), x);
+        self.attention_inputs(x, s, save.as_deref_mut())?;
+        self.attention_output(s, save, attend)?;
+        if let Some(post) = &lw.post_attn_norm {
+            norm_in_place(&mut s.delta, post, cfg.rms_norm_eps);
+        }
+        visit(Hook::AttnOut(self.index), &mut s.delta);
+        residual_add(x, &s.delta, cfg.hidden_size);
+        visit(Hook::ResidMid(self.index), x);
+        Ok(())
+    }
+
+    /// Queries, keys and values of `x` (in `s.q`, `s.k`, `s.v`): norm, the fused projection,
+    /// per-head norms and rotary embeddings.
+    fn attention_inputs(
+        &self,
+        x: &[f32],
+        s: &mut Scratch,
+        mut save: Option<&mut Saved>,
+    ) -> Result<(), RuntimeError> {
+        let (cfg, lw) = (self.cfg, self.weights);
+        let (eps, hd) = (cfg.rms_norm_eps, cfg.head_dim);
         if let Some(saved) = save.as_deref_mut() {
             refill(&mut saved.x, x);
         }
@@ -202,20 +224,27 @@ impl<'a> Layer<'a> {
             cos,
             sin,
         );
-        attend(&s.q, &s.k, &s.v, &mut s.attn);
-        linear_forward(&lw.o, &s.attn, self.tokens, &mut s.delta)?;
         if let Some(saved) = save {
             refill(&mut saved.q, &s.q);
             refill(&mut saved.k, &s.k);
             refill(&mut saved.v, &s.v);
+        }
+        Ok(())
+    }
+
+    /// The attention's output projection, before any post-norm (in `s.delta`).
+    fn attention_output(
+        &self,
+        s: &mut Scratch,
+        save: Option<&mut Saved>,
+        attend: &mut Attend<'_>,
+    ) -> Result<(), RuntimeError> {
+        let lw = self.weights;
+        attend(&s.q, &s.k, &s.v, &mut s.attn);
+        linear_forward(&lw.o, &s.attn, self.tokens, &mut s.delta)?;
+        if let Some(saved) = save {
             refill_if(&mut saved.attn_pre, lw.post_attn_norm.is_some(), &s.delta);
         }
-        if let Some(post) = &lw.post_attn_norm {
-            norm_in_place(&mut s.delta, post, eps);
-        }
-        visit(Hook::AttnOut(self.index), &mut s.delta);
-        residual_add(x, &s.delta, cfg.hidden_size);
-        visit(Hook::ResidMid(self.index), x);
         Ok(())
     }
 
@@ -224,26 +253,75 @@ impl<'a> Layer<'a> {
         &self,
         x: &mut [f32],
         s: &mut Scratch,
-        save: Option<&mut Saved>,
+        mut save: Option<&mut Saved>,
         visit: &mut dyn FnMut(Hook, &mut [f32]),
     ) -> Result<(), RuntimeError> {
         let (cfg, lw) = (self.cfg, self.weights);
-        let eps = cfg.rms_norm_eps;
-        norm_forward(x, &lw.ffn_norm, eps, &mut s.h);
-        linear_forward(&lw.gate_up, &s.h, self.tokens, &mut s.gu)?;
-        gate_forward(&s.gu, cfg.intermediate_size, cfg.activation, &mut s.act);
-        linear_forward(&lw.down, &s.act, self.tokens, &mut s.delta)?;
-        if let Some(saved) = save {
-            refill(&mut saved.x_mid, x);
-            refill(&mut saved.gu, &s.gu);
-            refill_if(&mut saved.mlp_pre, lw.post_ffn_norm.is_some(), &s.delta);
-        }
+        self.mlp_inputs(x, s, save.as_deref_mut())?;
+        self.mlp_output(s, save)?;
         if let Some(post) = &lw.post_ffn_norm {
-            norm_in_place(&mut s.delta, post, eps);
+            norm_in_place(&mut s.delta, post, cfg.rms_norm_eps);
         }
         visit(Hook::MlpOut(self.index), &mut s.delta);
         residual_add(x, &s.delta, cfg.hidden_size);
         visit(Hook::ResidPost(self.index), x);
+        Ok(())
+    }
+
+    /// The gate and up projections of `x` (in `s.gu`).
+    fn mlp_inputs(
+        &self,
+        x: &[f32],
+        s: &mut Scratch,
+        save: Option<&mut Saved>,
+    ) -> Result<(), RuntimeError> {
+        let lw = self.weights;
+        norm_forward(x, &lw.ffn_norm, self.cfg.rms_norm_eps, &mut s.h);
+        linear_forward(&lw.gate_up, &s.h, self.tokens, &mut s.gu)?;
+        if let Some(saved) = save {
+            refill(&mut saved.x_mid, x);
+            refill(&mut saved.gu, &s.gu);
+        }
+        Ok(())
+    }
+
+    /// The MLP's down projection, before any post-norm (in `s.delta`).
+    fn mlp_output(&self, s: &mut Scratch, save: Option<&mut Saved>) -> Result<(), RuntimeError> {
+        let (cfg, lw) = (self.cfg, self.weights);
+        gate_forward(&s.gu, cfg.intermediate_size, cfg.activation, &mut s.act);
+        linear_forward(&lw.down, &s.act, self.tokens, &mut s.delta)?;
+        if let Some(saved) = save {
+            refill_if(&mut saved.mlp_pre, lw.post_ffn_norm.is_some(), &s.delta);
+        }
+        Ok(())
+    }
+
+    /// The block's [`Saved`] record from its residual stream before (`x`) and between
+    /// (`x_mid`) its sub-blocks, as the forward saw them (patches applied). Only what the
+    /// backward reads is computed: the attention itself and the output projections run only
+    /// for a post-norm's input (Gemma 3), so a rebuilt block costs the Q|K|V and gate|up
+    /// projections, about two thirds of a forward.
+    pub(crate) fn rebuild(
+        &self,
+        x: &[f32],
+        x_mid: &[f32],
+        s: &mut Scratch,
+        record: &mut Saved,
+        attend: &mut Attend<'_>,
+    ) -> Result<(), RuntimeError> {
+        let lw = self.weights;
+        self.attention_inputs(x, s, Some(record))?;
+        if lw.post_attn_norm.is_some() {
+            self.attention_output(s, Some(record), attend)?;
+        } else {
+            record.attn_pre = None;
+        }
+        self.mlp_inputs(x_mid, s, Some(record))?;
+        if lw.post_ffn_norm.is_some() {
+            self.mlp_output(s, Some(record))?;
+        } else {
+            record.mlp_pre = None;
+        }
         Ok(())
     }
 
@@ -283,7 +361,7 @@ impl<'a> Layer<'a> {
         filters: &[(std::ops::Range<usize>, KeyFilter<'_>)],
         dx: &mut [f32],
         visit: &mut dyn FnMut(Hook, &mut [f32]),
-        mut edges: Option<&mut Vec<Array>>,
+        edges: Option<&mut Vec<Array>>,
     ) -> Result<(), RuntimeError> {
         let (cfg, lw) = (self.cfg, self.weights);
         let (eps, t, hd) = (cfg.rms_norm_eps, self.tokens, cfg.head_dim);
@@ -298,31 +376,38 @@ impl<'a> Layer<'a> {
         linear_backward(&lw.o, &ddelta, t, &mut dattn)?;
         let (mut dq, mut dk, mut dv) =
             (vec![0f32; t * qw], vec![0f32; t * kvw], vec![0f32; t * kvw]);
-        for (rows, filter) in filters {
-            let (q, kv) = (
-                rows.start * qw..rows.end * qw,
-                rows.start * kvw..rows.end * kvw,
-            );
-            let (dkr, dvr) = (&mut dk[kv.clone()], &mut dv[kv.clone()]);
-            let len = rows.len();
-            let mut row_edges = edges
-                .is_some()
-                .then(|| vec![0f32; cfg.num_heads * len * len]);
-            attention_backward(
-                &saved.q[q.clone()],
-                &saved.k[kv.clone()],
-                &saved.v[kv],
-                self.shape(),
-                *filter,
-                &dattn[q.clone()],
-                &mut dq[q],
-                dkr,
-                dvr,
-                row_edges.as_deref_mut(),
-            );
-            if let (Some(out), Some(e)) = (edges.as_deref_mut(), row_edges) {
-                out.push(Array::new(vec![cfg.num_heads, len, len], e));
-            }
+        // Rows in parallel: one row's heads are too little work to split over threads.
+        let lengths = |width: usize| filters.iter().map(move |(rows, _)| rows.len() * width);
+        let want_edges = edges.is_some();
+        let row_edges: Vec<Option<Array>> = filters
+            .par_iter()
+            .zip(split_rows(&mut dq, lengths(qw)))
+            .zip(split_rows(&mut dk, lengths(kvw)))
+            .zip(split_rows(&mut dv, lengths(kvw)))
+            .map(|((((rows, filter), dqr), dkr), dvr)| {
+                let (q, kv) = (
+                    rows.start * qw..rows.end * qw,
+                    rows.start * kvw..rows.end * kvw,
+                );
+                let len = rows.len();
+                let mut e = want_edges.then(|| vec![0f32; cfg.num_heads * len * len]);
+                attention_backward(
+                    &saved.q[q.clone()],
+                    &saved.k[kv.clone()],
+                    &saved.v[kv],
+                    self.shape(),
+                    *filter,
+                    &dattn[q],
+                    dqr,
+                    dkr,
+                    dvr,
+                    e.as_deref_mut(),
+                );
+                e.map(|e| Array::new(vec![cfg.num_heads, len, len], e))
+            })
+            .collect();
+        if let Some(out) = edges {
+            out.extend(row_edges.into_iter().flatten());
         }
         let (cos, sin) = (self.cos, self.sin);
         let (qn, kn) = (lw.q_norm.as_deref(), lw.k_norm.as_deref());

@@ -156,41 +156,72 @@ fn backward_equals_autograd_and_finite_differences_on_both_architectures() {
 
 #[test]
 fn batched_rows_equal_rows_one_at_a_time_and_batches_split_by_memory() {
-    let model = smollm();
-    let (d, vocab) = (model.config().hidden_size, model.config().vocab_size);
-    let texts = [
-        "A short one.",
-        "Gradients of several rows of different lengths, packed into one batch,",
-        "must not depend on their batch-mates at all, whatever the split.",
-    ];
-    // Enough rows to pass the bound on saved activations (48 MiB) even when only block
-    // inputs are saved (~550 tokens of SmolLM2), so they go as several batches that rerun
-    // each block on the way back — while a row alone saves every block's record: the test
-    // holds the two paths, and the batch split, to each other.
-    let rows: Vec<GradientRow> = (0..60)
-        .map(|i| {
-            let e = embed(model, texts[i % 3]);
-            let n = e.len() / d;
-            GradientRow::new(
-                e.iter().map(|v| v * (1.0 + i as f32 * 0.01)).collect(),
-                vec![n - 1],
-            )
-        })
-        .collect();
-    let tokens: usize = rows.iter().map(|r| r.embeddings.len() / d).sum();
-    assert!(tokens > 600, "{tokens} tokens: several batches");
-    let c = |i: usize| weights(1, vocab, i as u64 + 3);
-    let together = model.gradients(rows.clone(), &[], &|i, _| c(i)).unwrap();
-    for (i, row) in rows.into_iter().enumerate() {
-        let alone = model
-            .gradients(vec![row], &[], &|_, _| c(i))
-            .unwrap()
-            .remove(0);
-        // Not bit-identical: the backward GEMM picks its kernel (so its summation order) by
-        // the batch's row count.
-        let rel = relative(&together[i].input.data, &alone.input.data);
-        assert!(rel < 1e-4, "row {i}: {rel}");
-        assert!(max_abs_diff(&together[i].logits.data, &alone.logits.data) < 1e-5);
+    for model in [smollm(), gemma()] {
+        let (d, vocab) = (model.config().hidden_size, model.config().vocab_size);
+        let texts = [
+            "A short one.",
+            "Gradients of several rows of different lengths, packed into one batch,",
+            "must not depend on their batch-mates at all, whatever the split.",
+        ];
+        // Enough rows to pass the bound on saved activations (48 MiB) even when only the
+        // residual streams are saved (~300 tokens of SmolLM2), so they go as several batches
+        // that rebuild each block's record on the way back (on Gemma 3 the rebuild also runs
+        // the attention and both output projections, for the post-norms) — while a row alone
+        // saves every block's record: the test holds the two paths, and the batch split, to
+        // each other. Every fifth row patches the stream of a middle layer, which a rebuilt
+        // record must see too.
+        let point = Hook::ResidMid(model.config().num_layers / 2);
+        let rows: Vec<GradientRow> = (0..60)
+            .map(|i| {
+                let e = embed(model, texts[i % 3]);
+                let n = e.len() / d;
+                let mut row = GradientRow::new(
+                    e.iter().map(|v| v * (1.0 + i as f32 * 0.01)).collect(),
+                    vec![n - 1],
+                );
+                if i % 5 == 0 {
+                    row.patch = Some((point, e.iter().map(|v| v * 0.3).collect()));
+                }
+                row
+            })
+            .collect();
+        let tokens: usize = rows.iter().map(|r| r.embeddings.len() / d).sum();
+        assert!(tokens > 600, "{tokens} tokens: several batches");
+        let c = |i: usize| weights(1, vocab, i as u64 + 3);
+        // The gradient at the patched point itself comes from the MLP backward of a record
+        // rebuilt from the patched stream.
+        let together = model
+            .gradients(rows.clone(), &[point], &|i, _| c(i))
+            .unwrap();
+        for (i, row) in rows.into_iter().enumerate() {
+            let alone = model
+                .gradients(vec![row], &[point], &|_, _| c(i))
+                .unwrap()
+                .remove(0);
+            let name = &model.info().name;
+            assert!(
+                max_abs_diff(&together[i].logits.data, &alone.logits.data) < 1e-5,
+                "{name}, row {i}"
+            );
+            let at = relative(&together[i].at[&point].1.data, &alone.at[&point].1.data);
+            assert!(at < 1e-4, "{name}, row {i}, at {}: {at}", point.name());
+            if i % 5 == 0 {
+                // Nothing before the patch reaches the objective, in a batch or alone.
+                assert!(
+                    together[i].input.data.iter().all(|&v| v == 0.0),
+                    "{name}, row {i}"
+                );
+                assert!(
+                    alone.input.data.iter().all(|&v| v == 0.0),
+                    "{name}, row {i}"
+                );
+            } else {
+                // Not bit-identical: the backward GEMM picks its kernel (so its summation
+                // order) by the batch's row count.
+                let rel = relative(&together[i].input.data, &alone.input.data);
+                assert!(rel < 1e-4, "{name}, row {i}: {rel}");
+            }
+        }
     }
 }
 
