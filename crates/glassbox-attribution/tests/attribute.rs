@@ -184,6 +184,54 @@ fn layer_methods_at_the_first_stream_equal_the_input_methods_and_read_any_layer(
 }
 
 #[test]
+fn gradient_methods_report_the_full_and_empty_values_of_the_engine() {
+    // The gradient methods compute these in their own runtime calls (a zero-objective row of
+    // the gradient batch, or the forward at the path's ends); the engine deletes the input's
+    // tokens from the prompt.
+    let mut reference = request(
+        "A lighthouse keeper climbed the stairs",
+        TokenMethod::Perturbation(Method::LeaveOneOut),
+    );
+    reference.format = PromptFormat::Chat;
+    let engine = attribute(model(), &reference).unwrap().attribution;
+    let methods = [
+        GradientMethod::Saliency,
+        GradientMethod::GradientXInput,
+        GradientMethod::IntegratedGradients {
+            steps: 4,
+            baseline: Baseline::Zero,
+        },
+        GradientMethod::SmoothGrad {
+            samples: 2,
+            noise: 0.1,
+        },
+        GradientMethod::LayerGradientXActivation {
+            at: Hook::ResidMid(3),
+        },
+        GradientMethod::LayerIntegratedGradients {
+            at: Hook::ResidPre(5),
+            steps: 4,
+            baseline: Baseline::Pad,
+        },
+        GradientMethod::AttentionXGradient { layer: None },
+    ];
+    for method in methods {
+        let mut req = reference.clone();
+        req.method = TokenMethod::Gradient(method);
+        let got = attribute(model(), &req).unwrap().attribution;
+        for (name, a, b) in [
+            ("full", &got.value_full, &engine.value_full),
+            ("empty", &got.value_empty, &engine.value_empty),
+        ] {
+            assert_eq!(a.len(), b.len(), "{}: {name}", method.name());
+            for (x, y) in a.iter().zip(b.iter()) {
+                assert!((x - y).abs() < 1e-4, "{}: {name} {x} vs {y}", method.name());
+            }
+        }
+    }
+}
+
+#[test]
 fn occlusion_equals_deleting_each_word_and_rescoring_from_scratch() {
     let m = model();
     let req = request(SENTENCE, TokenMethod::Perturbation(Method::LeaveOneOut));

@@ -204,6 +204,17 @@ pub struct GradientInput<'a> {
     /// Added to the input tokens' embeddings (`units.len() × hidden` values): the explanation
     /// of a perturbed input x + δ, as sensitivity measures ask for. `None`: x itself.
     pub shift: Option<&'a [f32]>,
+    /// Also give the targets' values with the input's tokens deleted (`value_empty`), from
+    /// the same runtime call as the method's own points: a separate forward would stream the
+    /// weights once more, a fifth of gradient × input's time.
+    pub empty: bool,
+}
+
+/// A point whose target values are wanted, not its gradients: embeddings, and the row that
+/// predicts the answer's first token.
+struct ValuePoint {
+    embeddings: Vec<f32>,
+    first: usize,
 }
 
 /// Gradients `[point][target][input value]` and target values `[point][target]`.
@@ -247,15 +258,44 @@ pub fn gradient_scores(
     }
     let x = embedded;
     let dims = targets.formulas.len();
+    // The sequence without the input's tokens, whose answer starts `units.len()` rows earlier.
+    let empty: Vec<ValuePoint> = if input.empty {
+        let Some(first) = input.first.checked_sub(units.len()) else {
+            return Err(AttributionError::BadInput(
+                "the prompt has no tokens besides the input, so the value with the input \
+                 deleted is undefined; give a template (e.g. --chat) or a BOS token"
+                    .into(),
+            ));
+        };
+        let ids: Vec<u32> = input.ids[..units.start]
+            .iter()
+            .chain(&input.ids[units.end..])
+            .copied()
+            .collect();
+        vec![ValuePoint {
+            embeddings: model.embed(&ids)?.data,
+            first,
+        }]
+    } else {
+        Vec::new()
+    };
+    let point = |embeddings: &[f32]| ValuePoint {
+        embeddings: embeddings.to_vec(),
+        first: input.first,
+    };
     let mut cost = GradientCost::default();
     // Only the rows predicting the answer feed any target.
     let answer_rows = input.first..input.first + targets.answer.len();
     let span = units.start * d..units.end * d;
 
     // Gradients (`[point][target]`, the input's rows only) at every point, in one call, and
-    // the targets' values there (`[point][target]`, from the logits the backward started at).
-    let mut grads_at = |points: Vec<Vec<f32>>| -> Result<PointGradients, AttributionError> {
-        let out = differentiate(model, points, &answer_rows, &[], targets, &mut cost)?;
+    // the targets' values there (`[point][target]`, from the logits the backward started at),
+    // and the values at the value-only points `also`.
+    let mut grads_at = |points: Vec<Vec<f32>>,
+                        also: &[ValuePoint]|
+     -> Result<(PointGradients, Vec<Vec<f64>>), AttributionError> {
+        let (out, also) =
+            differentiate(model, points, &answer_rows, &[], targets, also, &mut cost)?;
         let grads = out
             .chunks(dims)
             .map(|per_target| {
@@ -275,7 +315,7 @@ pub fn gradient_scores(
                     .collect()
             })
             .collect();
-        Ok((grads, values))
+        Ok(((grads, values), also))
     };
     let input_rows = x[span.clone()].to_vec();
     let per_token = |v: &[f32], f: &dyn Fn(&[f32], usize) -> f64| -> Vec<f64> {
@@ -286,14 +326,18 @@ pub fn gradient_scores(
     let norm = |g: &[f32], _: usize| g.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
 
     let mut diagnostics = json!({});
+    // Values with the input deleted, whichever call computed them.
+    let mut value_empty = Vec::new();
     let (scores, value_full) = match method {
         GradientMethod::Saliency => {
-            let (mut grads, mut values) = grads_at(vec![x.clone()])?;
+            let ((mut grads, mut values), also) = grads_at(vec![x.clone()], &empty)?;
+            value_empty = also.into_iter().next().unwrap_or_default();
             let (grads, values) = (grads.remove(0), values.remove(0));
             (grads.iter().map(|g| per_token(g, &norm)).collect(), values)
         }
         GradientMethod::GradientXInput => {
-            let (mut grads, mut values) = grads_at(vec![x.clone()])?;
+            let ((mut grads, mut values), also) = grads_at(vec![x.clone()], &empty)?;
+            value_empty = also.into_iter().next().unwrap_or_default();
             let (grads, values) = (grads.remove(0), values.remove(0));
             let scores = grads
                 .iter()
@@ -321,7 +365,7 @@ pub fn gradient_scores(
                         .collect()
                 })
                 .collect();
-            let (grads, _) = grads_at(points)?;
+            let ((grads, _), _) = grads_at(points, &[])?;
             let mut sum = vec![vec![0f64; units.len() * d]; dims];
             for (&(_, weight), at_point) in rule.iter().zip(&grads) {
                 for (s, g) in sum.iter_mut().zip(at_point) {
@@ -330,8 +374,14 @@ pub fn gradient_scores(
                         .for_each(|(a, &v)| *a += weight * v as f64);
                 }
             }
-            let mut ends = values_at(model, &[&x, &base], targets, input.first, &mut cost)?;
-            let (at_base, at_input) = (ends.pop().expect("two"), ends.pop().expect("two"));
+            let (at_input, at_base) = ends_and_empty(
+                model,
+                [point(&x), point(&base)],
+                empty,
+                targets,
+                &mut cost,
+                &mut value_empty,
+            )?;
             let base_rows = &base[span.clone()];
             let mut scores = Vec::with_capacity(dims);
             let mut gaps = Vec::with_capacity(dims);
@@ -382,14 +432,21 @@ pub fn gradient_scores(
                     noisy
                 })
                 .collect();
-            let (grads, _) = grads_at(points)?;
+            let ((grads, _), _) = grads_at(points, &[])?;
             let mut sum = vec![vec![0f64; units.len() * d]; dims];
             for at_point in &grads {
                 for (s, g) in sum.iter_mut().zip(at_point) {
                     s.iter_mut().zip(g).for_each(|(a, &v)| *a += v as f64);
                 }
             }
-            let values = values_at(model, &[&x], targets, input.first, &mut cost)?.remove(0);
+            let mut values = values_at(
+                model,
+                [point(&x)].into_iter().chain(empty),
+                targets,
+                &mut cost,
+            )?;
+            value_empty = values.drain(1..).next().unwrap_or_default();
+            let values = values.remove(0);
             let scores = sum
                 .iter()
                 .map(|s| {
@@ -408,14 +465,16 @@ pub fn gradient_scores(
             (scores, values)
         }
         GradientMethod::LayerGradientXActivation { at } => {
-            let out = differentiate(
+            let (out, also) = differentiate(
                 model,
                 vec![x.clone()],
                 &answer_rows,
                 &[at],
                 targets,
+                &empty,
                 &mut cost,
             )?;
+            value_empty = also.into_iter().next().unwrap_or_default();
             let scores = out
                 .iter()
                 .map(|g| {
@@ -426,21 +485,22 @@ pub fn gradient_scores(
                         .collect()
                 })
                 .collect();
-            let values = values_at(model, &[&x], targets, input.first, &mut cost)?.remove(0);
-            (scores, values)
+            (scores, values_of(&out, targets))
         }
         GradientMethod::AttentionXGradient { layer } => {
             let layers = model.config().num_layers;
             let l = layer.unwrap_or(layers - 1);
             let hook = Hook::AttnPattern(l);
-            let out = differentiate(
+            let (out, also) = differentiate(
                 model,
                 vec![x.clone()],
                 &answer_rows,
                 &[hook],
                 targets,
+                &empty,
                 &mut cost,
             )?;
+            value_empty = also.into_iter().next().unwrap_or_default();
             let len = input.ids.len();
             let scores = out
                 .iter()
@@ -457,13 +517,8 @@ pub fn gradient_scores(
                         .collect()
                 })
                 .collect();
-            let values = out
-                .iter()
-                .enumerate()
-                .map(|(t, g)| targets.value_and_gradient(t, &g.logits).0)
-                .collect();
             diagnostics = json!({ "layer": l });
-            (scores, values)
+            (scores, values_of(&out, targets))
         }
         GradientMethod::LayerIntegratedGradients {
             at,
@@ -532,8 +587,14 @@ pub fn gradient_scores(
                         .for_each(|(acc, &v)| *acc += weight * v as f64);
                 }
             }
-            let mut ends = values_at(model, &[&x, &base], targets, input.first, &mut cost)?;
-            let (at_base, at_input) = (ends.pop().expect("two"), ends.pop().expect("two"));
+            let (at_input, at_base) = ends_and_empty(
+                model,
+                [point(&x), point(&base)],
+                empty,
+                targets,
+                &mut cost,
+                &mut value_empty,
+            )?;
             let per_position = |t: usize, i: usize| -> f64 {
                 (i * d..(i + 1) * d)
                     .map(|j| (a[j] - a0[j]) as f64 * sum[t][j])
@@ -562,7 +623,7 @@ pub fn gradient_scores(
             scores,
             std_errors: None,
             value_full,
-            value_empty: Vec::new(),
+            value_empty,
             params: method.params(),
             diagnostics,
         },
@@ -571,28 +632,72 @@ pub fn gradient_scores(
 }
 
 /// Every target's gradient at every point (rows point-major, target-minor), with activations
-/// and gradients at `hooks`: one batched call into the runtime.
+/// and gradients at `hooks`, and the targets' values at the value-only points `also` (rows of
+/// the same call whose objective is zero: a few more tokens in the batch cost far less than
+/// another pass over the weights): one batched call into the runtime.
 fn differentiate(
     model: &Model,
     points: Vec<Vec<f32>>,
     answer_rows: &std::ops::Range<usize>,
     hooks: &[Hook],
     targets: &Targets,
+    also: &[ValuePoint],
     cost: &mut GradientCost,
-) -> Result<Vec<glassbox_runtime::RowGradients>, AttributionError> {
+) -> Result<(Vec<glassbox_runtime::RowGradients>, Vec<Vec<f64>>), AttributionError> {
     let (n, dims) = (points.len(), targets.formulas.len());
-    let rows: Vec<GradientRow> = points
+    let answer = targets.answer.len();
+    let mut rows: Vec<GradientRow> = points
         .into_iter()
         .flat_map(|p| std::iter::repeat_n(p, dims))
         .map(|embeddings| GradientRow::new(embeddings, answer_rows.clone().collect()))
         .collect();
-    let out = model.gradients(rows, hooks, &|r, logits| {
-        targets.value_and_gradient(r % dims, logits).1
+    rows.extend(
+        also.iter()
+            .map(|p| GradientRow::new(p.embeddings.clone(), (p.first..p.first + answer).collect())),
+    );
+    let mut out = model.gradients(rows, hooks, &|r, logits| {
+        if r < n * dims {
+            targets.value_and_gradient(r % dims, logits).1
+        } else {
+            vec![0.0; logits.data.len()]
+        }
     })?;
+    let values = out
+        .drain(n * dims..)
+        .map(|g| {
+            (0..dims)
+                .map(|t| targets.value_and_gradient(t, &g.logits).0)
+                .collect()
+        })
+        .collect();
     cost.points += n;
     cost.backwards += n * dims;
     cost.calls += 1;
-    Ok(out)
+    Ok((out, values))
+}
+
+/// The targets' values (`[target]`) at a single point, from its rows of a gradient call.
+fn values_of(out: &[glassbox_runtime::RowGradients], targets: &Targets) -> Vec<f64> {
+    out.iter()
+        .enumerate()
+        .map(|(t, g)| targets.value_and_gradient(t, &g.logits).0)
+        .collect()
+}
+
+/// The values at the two ends of a path (input and baseline), and at the value-only points
+/// `also` (into `value_empty`), in one forward.
+fn ends_and_empty(
+    model: &Model,
+    ends: [ValuePoint; 2],
+    also: Vec<ValuePoint>,
+    targets: &Targets,
+    cost: &mut GradientCost,
+    value_empty: &mut Vec<f64>,
+) -> Result<(Vec<f64>, Vec<f64>), AttributionError> {
+    let mut values = values_at(model, ends.into_iter().chain(also), targets, cost)?;
+    *value_empty = values.drain(2..).next().unwrap_or_default();
+    let at_base = values.pop().expect("two ends");
+    Ok((values.pop().expect("two ends"), at_base))
 }
 
 /// The input embeddings `x` with the input's tokens (`units`) replaced by the baseline; the
@@ -619,15 +724,15 @@ fn baseline_input(
 /// Target values (`[point][target]`) at embedding points: one batched fast forward.
 fn values_at(
     model: &Model,
-    points: &[&[f32]],
+    points: impl Iterator<Item = ValuePoint>,
     targets: &Targets,
-    first: usize,
     cost: &mut GradientCost,
 ) -> Result<Vec<Vec<f64>>, AttributionError> {
-    let rows = first..first + targets.answer.len();
+    let answer = targets.answer.len();
     let batch = points
-        .iter()
-        .map(|x| Row::embeddings(x.to_vec()).with_logits(LogitsAt::Range(rows.clone())))
+        .map(|p| {
+            Row::embeddings(p.embeddings).with_logits(LogitsAt::Range(p.first..p.first + answer))
+        })
         .collect();
     let out = model.forward(batch, &Capture::none())?;
     cost.calls += 1;

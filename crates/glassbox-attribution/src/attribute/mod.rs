@@ -647,10 +647,10 @@ pub fn attribute(
                 units: prepared.prefix.len()..prepared.prefix.len() + prepared.units.ids.len(),
                 first: prepared.prefix.len() + prepared.units.ids.len() + prepared.suffix.len() - 1,
                 shift: None,
+                empty: true,
             };
             let (mut estimate, runs) =
                 gradient::gradient_scores(model, &input, &prepared.targets, method, request.seed)?;
-            estimate.value_empty = full_values(model, &prepared)?.1;
             if let serde_json::Value::Object(d) = &mut estimate.diagnostics {
                 d.insert("backward_passes".into(), runs.backwards.into());
             }

@@ -214,6 +214,7 @@ pub fn gradient_sensitivity(
             units: units.clone(),
             first,
             shift,
+            empty: false,
         };
         let (estimate, _) = gradient_scores(
             model,
