@@ -25,6 +25,7 @@ use glassbox_attribution::{
     check_universe,
 };
 use glassbox_runtime::{Capture, KvCache, LogitsAt, Model, Placed, Row};
+use rayon::prelude::*;
 
 /// How the passages' keys and values are cached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,9 +339,14 @@ impl<'m> FusedGame<'m> {
         let batch = (ASSEMBLED_BUDGET_BYTES / (per_token * full).max(1)).clamp(1, MAX_BATCH);
         let m = self.answer.len();
         for part in todo.chunks(batch) {
+            // Assembling copies and re-rotates most of the prompt's keys: one coalition per
+            // thread.
+            let pasts = part
+                .par_iter()
+                .map(|c| self.assemble(c))
+                .collect::<Result<Vec<_>, _>>()?;
             let mut rows = Vec::with_capacity(part.len());
-            for c in part {
-                let past = self.assemble(c)?;
+            for past in pasts {
                 let mut tokens = self.tail.clone();
                 tokens.extend_from_slice(&self.answer[..m - 1]);
                 let first = self.tail.len() - 1;
