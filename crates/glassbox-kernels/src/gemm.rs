@@ -349,6 +349,8 @@ pub(crate) unsafe fn block(
                     let tile = Tile {
                         a: unsafe { a.as_ptr().add(i * lda + pc) },
                         lda,
+                        segment: kc,
+                        jump: 0,
                         b,
                         c: unsafe { c.0.add(i * ldc + p * NR) },
                         ldc,
@@ -367,20 +369,29 @@ pub(crate) unsafe fn block(
 }
 
 /// One micro-kernel call: `r ≤ MR` rows of A times one panel.
-struct Tile {
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    kc: usize,
-    nvalid: usize,
+pub(crate) struct Tile {
+    /// Row `i`, depth `kk` of A at `a[i·lda + kk]` within a segment (see `segment`).
+    pub(crate) a: *const f32,
+    pub(crate) lda: usize,
+    /// A is read in segments of this depth, each `jump` floats after the one before: the
+    /// forward's A is one segment (`segment = kc`); the backward reads `Wᵀ` from the packing
+    /// of `W`, whose panels hold it in segments of `NR` columns.
+    pub(crate) segment: usize,
+    pub(crate) jump: usize,
+    /// The `kc × NR` packed panel of B, depth-major.
+    pub(crate) b: *const f32,
+    pub(crate) c: *mut f32,
+    pub(crate) ldc: usize,
+    pub(crate) kc: usize,
+    /// Columns of C that exist (the last panel may be partial).
+    pub(crate) nvalid: usize,
     /// Continue the accumulation already in C (later K blocks).
-    accumulate: bool,
+    pub(crate) accumulate: bool,
 }
 
 impl Tile {
-    unsafe fn run(&self, kernel: Kernel, r: usize) {
+    /// Runs the micro-kernel on `r ≤ MR` rows of A.
+    pub(crate) unsafe fn run(&self, kernel: Kernel, r: usize) {
         macro_rules! dispatch {
             ($f:ident) => {
                 match r {
@@ -439,13 +450,18 @@ unsafe fn kernel_avx512<const R: usize>(t: &Tile) {
             c1[i] = unsafe { _mm512_maskz_loadu_ps(m1, cp.add(16)) };
         }
     }
-    for kk in 0..t.kc {
-        let b0 = unsafe { _mm512_loadu_ps(t.b.add(kk * NR)) };
-        let b1 = unsafe { _mm512_loadu_ps(t.b.add(kk * NR + 16)) };
-        for i in 0..R {
-            let av = _mm512_set1_ps(unsafe { *t.a.add(i * t.lda + kk) });
-            c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
-            c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+    let mut b = t.b;
+    for q in 0..t.kc.div_ceil(t.segment) {
+        let a = unsafe { t.a.add(q * t.jump) };
+        for kk in 0..t.segment.min(t.kc - q * t.segment) {
+            let b0 = unsafe { _mm512_loadu_ps(b) };
+            let b1 = unsafe { _mm512_loadu_ps(b.add(16)) };
+            b = unsafe { b.add(NR) };
+            for i in 0..R {
+                let av = _mm512_set1_ps(unsafe { *a.add(i * t.lda + kk) });
+                c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
+                c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
+            }
         }
     }
     for i in 0..R {
@@ -480,12 +496,16 @@ unsafe fn kernel_body<const R: usize>(t: &Tile) {
             }
         }
     }
-    for kk in 0..t.kc {
-        let b = unsafe { std::slice::from_raw_parts(t.b.add(kk * NR), NR) };
-        for (i, row) in acc.iter_mut().enumerate() {
-            let av = unsafe { *t.a.add(i * t.lda + kk) };
-            for j in 0..NR {
-                row[j] = av.mul_add(b[j], row[j]);
+    for q in 0..t.kc.div_ceil(t.segment) {
+        let a = unsafe { t.a.add(q * t.jump) };
+        let depth = q * t.segment;
+        for kk in 0..t.segment.min(t.kc - depth) {
+            let b = unsafe { std::slice::from_raw_parts(t.b.add((depth + kk) * NR), NR) };
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = unsafe { *a.add(i * t.lda + kk) };
+                for j in 0..NR {
+                    row[j] = av.mul_add(b[j], row[j]);
+                }
             }
         }
     }

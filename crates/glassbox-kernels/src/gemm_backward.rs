@@ -21,7 +21,7 @@
 
 use rayon::prelude::*;
 
-use crate::gemm::{Kernel, NR, PackedMatrix, SendPtr};
+use crate::gemm::{self, Kernel, NR, PackedMatrix, SendPtr};
 
 /// Rows of `dY` per micro-kernel call.
 const TR: usize = 4;
@@ -171,11 +171,16 @@ fn by_panels(
                     let mut r0 = f0;
                     while r0 < fend {
                         let rows = MR.min(fend - r0);
-                        let tile = Transposed {
+                        // The forward's micro-kernel, reading `Wᵀ[f, j]` from the packing:
+                        // within a panel a feature's NR values are NR apart, and the next
+                        // panel is `k · NR` further.
+                        let tile = gemm::Tile {
                             // SAFETY (all three): offsets inside W's panels, the packed dYᵀ
                             // and dXᵀ, by the bounds above.
                             a: unsafe { data.as_ptr().add(pc * k * NR + r0 * NR) },
-                            panel_stride: k * NR,
+                            lda: NR,
+                            segment: NR,
+                            jump: k * NR,
                             b: unsafe { packed.as_ptr().add((g * depth + pc * NR) * NR) },
                             c: unsafe { ct.0.add(r0 * m + g * NR) },
                             ldc: m,
@@ -224,144 +229,6 @@ fn by_panels(
             *v = packed;
         }
     });
-}
-
-/// One call of the panel method's micro-kernel: `rows ≤ MR` input features of `W` (rows of
-/// `dXᵀ`) times one group of `NR` rows of `dY`, over `kc` output features of `W` (a multiple
-/// of `NR`, from the block's first panel on).
-struct Transposed {
-    /// `Wᵀ[f, j]` of the tile's first feature and first `j`: within a panel the features' `NR`
-    /// values are `NR` apart, and the next panel is `panel_stride` further.
-    a: *const f32,
-    panel_stride: usize,
-    /// The packed `dYᵀ` at the block's first `j`: `NR` lanes per `j`.
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    kc: usize,
-    /// Lanes that are rows of `dY` (the last group may be partial).
-    nvalid: usize,
-    /// Add to what `dXᵀ` holds (later blocks of `j`).
-    accumulate: bool,
-}
-
-impl Transposed {
-    unsafe fn run(&self, kernel: Kernel, r: usize) {
-        macro_rules! dispatch {
-            ($f:ident) => {
-                match r {
-                    1 => $f::<1>(self),
-                    2 => $f::<2>(self),
-                    3 => $f::<3>(self),
-                    4 => $f::<4>(self),
-                    5 => $f::<5>(self),
-                    6 => $f::<6>(self),
-                    7 => $f::<7>(self),
-                    8 => $f::<8>(self),
-                    9 => $f::<9>(self),
-                    10 => $f::<10>(self),
-                    11 => $f::<11>(self),
-                    12 => $f::<12>(self),
-                    13 => $f::<13>(self),
-                    _ => $f::<14>(self),
-                }
-            };
-        }
-        unsafe {
-            match kernel {
-                #[cfg(target_arch = "x86_64")]
-                Kernel::Avx512 => dispatch!(transposed_avx512),
-                #[cfg(target_arch = "x86_64")]
-                Kernel::Avx2 => dispatch!(transposed_avx2),
-                Kernel::Portable => dispatch!(transposed_portable),
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn transposed_avx512<const R: usize>(t: &Transposed) {
-    use std::arch::x86_64::*;
-    let mask = |valid: usize| -> __mmask16 {
-        match valid {
-            0 => 0,
-            v if v >= 16 => 0xffff,
-            v => ((1u32 << v) - 1) as u16,
-        }
-    };
-    let (m0, m1) = (mask(t.nvalid), mask(t.nvalid.saturating_sub(16)));
-    let mut c0 = [_mm512_setzero_ps(); R];
-    let mut c1 = [_mm512_setzero_ps(); R];
-    if t.accumulate {
-        for i in 0..R {
-            let cp = unsafe { t.c.add(i * t.ldc) };
-            c0[i] = unsafe { _mm512_maskz_loadu_ps(m0, cp) };
-            c1[i] = unsafe { _mm512_maskz_loadu_ps(m1, cp.add(16)) };
-        }
-    }
-    for q in 0..t.kc / NR {
-        let a = unsafe { t.a.add(q * t.panel_stride) };
-        let b = unsafe { t.b.add(q * NR * NR) };
-        for jj in 0..NR {
-            let b0 = unsafe { _mm512_loadu_ps(b.add(jj * NR)) };
-            let b1 = unsafe { _mm512_loadu_ps(b.add(jj * NR + 16)) };
-            for i in 0..R {
-                let av = _mm512_set1_ps(unsafe { *a.add(i * NR + jj) });
-                c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
-                c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
-            }
-        }
-    }
-    for i in 0..R {
-        let cp = unsafe { t.c.add(i * t.ldc) };
-        unsafe {
-            _mm512_mask_storeu_ps(cp, m0, c0[i]);
-            _mm512_mask_storeu_ps(cp.add(16), m1, c1[i]);
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn transposed_avx2<const R: usize>(t: &Transposed) {
-    unsafe { transposed_body::<R>(t) }
-}
-
-unsafe fn transposed_portable<const R: usize>(t: &Transposed) {
-    unsafe { transposed_body::<R>(t) }
-}
-
-/// Portable micro-kernel of the panel method, vectorised by the compiler for the calling
-/// wrapper's target features.
-#[inline(always)]
-unsafe fn transposed_body<const R: usize>(t: &Transposed) {
-    let mut acc = [[0f32; NR]; R];
-    if t.accumulate {
-        for (i, row) in acc.iter_mut().enumerate() {
-            for (j, v) in row.iter_mut().enumerate().take(t.nvalid) {
-                *v = unsafe { *t.c.add(i * t.ldc + j) };
-            }
-        }
-    }
-    for q in 0..t.kc / NR {
-        let a = unsafe { t.a.add(q * t.panel_stride) };
-        let b = unsafe { std::slice::from_raw_parts(t.b.add(q * NR * NR), NR * NR) };
-        for jj in 0..NR {
-            let lanes = &b[jj * NR..(jj + 1) * NR];
-            for (i, row) in acc.iter_mut().enumerate() {
-                let av = unsafe { *a.add(i * NR + jj) };
-                for l in 0..NR {
-                    row[l] = av.mul_add(lanes[l], row[l]);
-                }
-            }
-        }
-    }
-    for (i, row) in acc.iter().enumerate() {
-        for (j, &v) in row.iter().enumerate().take(t.nvalid) {
-            unsafe { *t.c.add(i * t.ldc + j) = v };
-        }
-    }
 }
 
 /// One micro-kernel call: rows `i0..i0 + rows` of `A` (`rows ≤ TR`) against input features

@@ -79,6 +79,15 @@ enum Keep<'a> {
     Stream(&'a mut Stream),
 }
 
+impl Kept {
+    fn as_keep(&mut self) -> Keep<'_> {
+        match self {
+            Kept::Record(record) => Keep::Record(record),
+            Kept::Stream(stream) => Keep::Stream(stream),
+        }
+    }
+}
+
 /// A sequence to differentiate: input embeddings at positions `0..tokens`, no KV cache.
 #[derive(Debug, Clone)]
 pub struct GradientRow {
@@ -347,27 +356,13 @@ impl Model {
         let layers = weights.layers.len();
         let mut kept: Vec<Kept> = Vec::with_capacity(layers);
         for l in 0..layers {
-            if matches!(mode, Checkpoints::EveryOp) || l + 1 == layers {
-                let mut record = pool.pop().unwrap_or_default();
-                block(
-                    l,
-                    &mut x,
-                    &mut scratch,
-                    Keep::Record(&mut record),
-                    &mut activations,
-                )?;
-                kept.push(Kept::Record(record));
+            let mut keep = if matches!(mode, Checkpoints::EveryOp) || l + 1 == layers {
+                Kept::Record(pool.pop().unwrap_or_default())
             } else {
-                let mut stream = Stream::default();
-                block(
-                    l,
-                    &mut x,
-                    &mut scratch,
-                    Keep::Stream(&mut stream),
-                    &mut activations,
-                )?;
-                kept.push(Kept::Stream(stream));
-            }
+                Kept::Stream(Stream::default())
+            };
+            block(l, &mut x, &mut scratch, keep.as_keep(), &mut activations)?;
+            kept.push(keep);
         }
 
         // Logits at the requested positions, and the objective's gradient there.

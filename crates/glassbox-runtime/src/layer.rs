@@ -171,17 +171,31 @@ impl<'a> Layer<'a> {
         attend: &mut Attend<'_>,
         visit: &mut dyn FnMut(Hook, &mut [f32]),
     ) -> Result<(), RuntimeError> {
-        let (cfg, lw) = (self.cfg, self.weights);
+        let lw = self.weights;
         visit(Hook::ResidPre(self.index), x);
         self.attention_inputs(x, s, save.as_deref_mut())?;
         self.attention_output(s, save, attend)?;
-        if let Some(post) = &lw.post_attn_norm {
-            norm_in_place(&mut s.delta, post, cfg.rms_norm_eps);
-        }
-        visit(Hook::AttnOut(self.index), &mut s.delta);
-        residual_add(x, &s.delta, cfg.hidden_size);
-        visit(Hook::ResidMid(self.index), x);
+        let out = (Hook::AttnOut(self.index), Hook::ResidMid(self.index));
+        self.add_to_stream(x, &mut s.delta, lw.post_attn_norm.as_deref(), out, visit);
         Ok(())
+    }
+
+    /// `x += post_norm(delta)` for a sub-block's output `delta`, visiting the output and then
+    /// the stream (`hooks`).
+    fn add_to_stream(
+        &self,
+        x: &mut [f32],
+        delta: &mut [f32],
+        post_norm: Option<&[f32]>,
+        hooks: (Hook, Hook),
+        visit: &mut dyn FnMut(Hook, &mut [f32]),
+    ) {
+        if let Some(post) = post_norm {
+            norm_in_place(delta, post, self.cfg.rms_norm_eps);
+        }
+        visit(hooks.0, delta);
+        residual_add(x, delta, self.cfg.hidden_size);
+        visit(hooks.1, x);
     }
 
     /// Queries, keys and values of `x` (in `s.q`, `s.k`, `s.v`): norm, the fused projection,
@@ -256,15 +270,11 @@ impl<'a> Layer<'a> {
         mut save: Option<&mut Saved>,
         visit: &mut dyn FnMut(Hook, &mut [f32]),
     ) -> Result<(), RuntimeError> {
-        let (cfg, lw) = (self.cfg, self.weights);
+        let lw = self.weights;
         self.mlp_inputs(x, s, save.as_deref_mut())?;
         self.mlp_output(s, save)?;
-        if let Some(post) = &lw.post_ffn_norm {
-            norm_in_place(&mut s.delta, post, cfg.rms_norm_eps);
-        }
-        visit(Hook::MlpOut(self.index), &mut s.delta);
-        residual_add(x, &s.delta, cfg.hidden_size);
-        visit(Hook::ResidPost(self.index), x);
+        let out = (Hook::MlpOut(self.index), Hook::ResidPost(self.index));
+        self.add_to_stream(x, &mut s.delta, lw.post_ffn_norm.as_deref(), out, visit);
         Ok(())
     }
 

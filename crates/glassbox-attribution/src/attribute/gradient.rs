@@ -283,6 +283,15 @@ pub fn gradient_scores(
         embeddings: embeddings.to_vec(),
         first: input.first,
     };
+    // The values at a path's two ends (the input and `base`) and with the input deleted, in
+    // one forward.
+    let path_ends = |base: &[f32], empty: Vec<ValuePoint>, cost: &mut GradientCost| {
+        let ends = [point(&x), point(base)];
+        let mut values = values_at(model, ends.into_iter().chain(empty), targets, cost)?;
+        let value_empty = values.drain(2..).next().unwrap_or_default();
+        let at_base = values.pop().expect("two ends");
+        Ok::<_, AttributionError>((values.pop().expect("two ends"), at_base, value_empty))
+    };
     let mut cost = GradientCost::default();
     // Only the rows predicting the answer feed any target.
     let answer_rows = input.first..input.first + targets.answer.len();
@@ -327,7 +336,7 @@ pub fn gradient_scores(
 
     let mut diagnostics = json!({});
     // Values with the input deleted, whichever call computed them.
-    let mut value_empty = Vec::new();
+    let value_empty: Vec<f64>;
     let (scores, value_full) = match method {
         GradientMethod::Saliency => {
             let ((mut grads, mut values), also) = grads_at(vec![x.clone()], &empty)?;
@@ -369,19 +378,11 @@ pub fn gradient_scores(
             let mut sum = vec![vec![0f64; units.len() * d]; dims];
             for (&(_, weight), at_point) in rule.iter().zip(&grads) {
                 for (s, g) in sum.iter_mut().zip(at_point) {
-                    s.iter_mut()
-                        .zip(g)
-                        .for_each(|(a, &v)| *a += weight * v as f64);
+                    add_scaled(s, weight, g);
                 }
             }
-            let (at_input, at_base) = ends_and_empty(
-                model,
-                [point(&x), point(&base)],
-                empty,
-                targets,
-                &mut cost,
-                &mut value_empty,
-            )?;
+            let (at_input, at_base);
+            (at_input, at_base, value_empty) = path_ends(&base, empty, &mut cost)?;
             let base_rows = &base[span.clone()];
             let mut scores = Vec::with_capacity(dims);
             let mut gaps = Vec::with_capacity(dims);
@@ -436,7 +437,7 @@ pub fn gradient_scores(
             let mut sum = vec![vec![0f64; units.len() * d]; dims];
             for at_point in &grads {
                 for (s, g) in sum.iter_mut().zip(at_point) {
-                    s.iter_mut().zip(g).for_each(|(a, &v)| *a += v as f64);
+                    add_scaled(s, 1.0, g);
                 }
             }
             let mut values = values_at(
@@ -581,20 +582,11 @@ pub fn gradient_scores(
             let mut sum = vec![vec![0f64; len * d]; dims];
             for (k, &(_, weight)) in rule.iter().enumerate() {
                 for (t, s) in sum.iter_mut().enumerate() {
-                    let g = &out[k * dims + t].at[&at].1.data;
-                    s.iter_mut()
-                        .zip(g)
-                        .for_each(|(acc, &v)| *acc += weight * v as f64);
+                    add_scaled(s, weight, &out[k * dims + t].at[&at].1.data);
                 }
             }
-            let (at_input, at_base) = ends_and_empty(
-                model,
-                [point(&x), point(&base)],
-                empty,
-                targets,
-                &mut cost,
-                &mut value_empty,
-            )?;
+            let (at_input, at_base);
+            (at_input, at_base, value_empty) = path_ends(&base, empty, &mut cost)?;
             let per_position = |t: usize, i: usize| -> f64 {
                 (i * d..(i + 1) * d)
                     .map(|j| (a[j] - a0[j]) as f64 * sum[t][j])
@@ -684,22 +676,6 @@ fn values_of(out: &[glassbox_runtime::RowGradients], targets: &Targets) -> Vec<f
         .collect()
 }
 
-/// The values at the two ends of a path (input and baseline), and at the value-only points
-/// `also` (into `value_empty`), in one forward.
-fn ends_and_empty(
-    model: &Model,
-    ends: [ValuePoint; 2],
-    also: Vec<ValuePoint>,
-    targets: &Targets,
-    cost: &mut GradientCost,
-    value_empty: &mut Vec<f64>,
-) -> Result<(Vec<f64>, Vec<f64>), AttributionError> {
-    let mut values = values_at(model, ends.into_iter().chain(also), targets, cost)?;
-    *value_empty = values.drain(2..).next().unwrap_or_default();
-    let at_base = values.pop().expect("two ends");
-    Ok((values.pop().expect("two ends"), at_base))
-}
-
 /// The input embeddings `x` with the input's tokens (`units`) replaced by the baseline; the
 /// template stays.
 fn baseline_input(
@@ -782,6 +758,13 @@ fn standard_normal(rng: &mut StdRng) -> f64 {
     let u: f64 = 1.0 - rng.r#gen::<f64>();
     let v: f64 = rng.r#gen::<f64>();
     (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+}
+
+/// `acc += weight · g`, accumulated in f64 (a quadrature's or an average's sum).
+fn add_scaled(acc: &mut [f64], weight: f64, g: &[f32]) {
+    acc.iter_mut()
+        .zip(g)
+        .for_each(|(a, &v)| *a += weight * v as f64);
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {
