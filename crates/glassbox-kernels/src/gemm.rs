@@ -22,6 +22,10 @@ const MR: usize = 14;
 /// Rows of `A` per cache block (a multiple of [`MR`]): 196 rows × up to 1024 floats stay in a
 /// 1 MiB L2 while every panel of `W` passes over them.
 const MC: usize = 196;
+/// How far ahead of the micro-kernel's panel reads (in floats, 16 depth steps) it asks for
+/// the panel's next cache lines. Weights stream from DRAM once per product; with few rows
+/// (one sentence, a decode step) the hardware prefetcher alone left a core waiting on them.
+const PREFETCH_AHEAD: usize = 32 * NR;
 /// K is split into blocks only beyond this depth, so a panel block stays cache resident.
 const KC_MAX: usize = 1024;
 /// Target block depth when K is split.
@@ -453,9 +457,20 @@ unsafe fn kernel_avx512<const R: usize>(t: &Tile) {
     let mut b = t.b;
     for q in 0..t.kc.div_ceil(t.segment) {
         let a = unsafe { t.a.add(q * t.jump) };
+        // A read in segments is the backward's `Wᵀ`, straight from the weights' packing: its
+        // rows of one segment are contiguous, so the next segment is fetched one line per step.
+        let next = a.wrapping_add(t.jump);
+        let next_lines = if t.jump == 0 { 0 } else { R * t.lda / 16 };
         for kk in 0..t.segment.min(t.kc - q * t.segment) {
+            if kk < next_lines {
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(kk * 16) as *const i8) };
+            }
             let b0 = unsafe { _mm512_loadu_ps(b) };
             let b1 = unsafe { _mm512_loadu_ps(b.add(16)) };
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(PREFETCH_AHEAD) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(PREFETCH_AHEAD + 16) as *const i8);
+            }
             b = unsafe { b.add(NR) };
             for i in 0..R {
                 let av = _mm512_set1_ps(unsafe { *a.add(i * t.lda + kk) });

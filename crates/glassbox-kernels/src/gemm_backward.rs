@@ -101,6 +101,24 @@ pub fn gemm_packed_backward(
 thread_local! {
     /// The panel method's packed `dYᵀ`, kept between calls.
     static PACKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The panel method's `dXᵀ` before its transpose, kept between calls for the same reason.
+    static TRANSPOSED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Takes a thread's kept buffer (a fresh one when a call nested in this thread's rayon work
+/// has it lent out already).
+fn borrow(key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<f32>>>) -> Vec<f32> {
+    key.with(|cell| cell.try_borrow_mut().map(|mut v| std::mem::take(&mut *v)))
+        .unwrap_or_default()
+}
+
+/// Gives a buffer back for the thread's next call.
+fn keep(key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<f32>>>, buffer: Vec<f32>) {
+    key.with(|cell| {
+        if let Ok(mut v) = cell.try_borrow_mut() {
+            *v = buffer;
+        }
+    });
 }
 
 /// `dX = dY · W` as `dXᵀ = Wᵀ · dYᵀ` on a micro-kernel shaped like the forward's (see the
@@ -124,9 +142,7 @@ fn by_panels(
     // group is lane r), zero past n and past m so that W's zero padding meets zeros.
     // Reused from call to call: a fresh buffer of megabytes costs page faults every time. A
     // call nested in this thread's rayon work (the buffer is then lent out) gets a fresh one.
-    let mut packed = PACKED
-        .with(|cell| cell.try_borrow_mut().map(|mut v| std::mem::take(&mut *v)))
-        .unwrap_or_default();
+    let mut packed = borrow(&PACKED);
     // Every value is written below: stale ones from an earlier call do not survive.
     packed.resize(groups * depth * NR, 0.0);
     let pack = |(g, out): (usize, &mut [f32])| {
@@ -157,7 +173,9 @@ fn by_panels(
     } else {
         packed.chunks_mut(depth * NR).enumerate().for_each(pack);
     }
-    let mut ct = vec![0f32; k * m];
+    // Every value is written by the tiles (the first depth block does not accumulate).
+    let mut ct = borrow(&TRANSPOSED);
+    ct.resize(k * m, 0.0);
     let ct_ptr = SendPtr(ct.as_mut_ptr());
     let data = w.data();
     let run = |features: std::ops::Range<usize>| {
@@ -224,11 +242,8 @@ fn by_panels(
     } else {
         transpose(0, c);
     }
-    PACKED.with(|cell| {
-        if let Ok(mut v) = cell.try_borrow_mut() {
-            *v = packed;
-        }
-    });
+    keep(&PACKED, packed);
+    keep(&TRANSPOSED, ct);
 }
 
 /// One micro-kernel call: rows `i0..i0 + rows` of `A` (`rows ≤ TR`) against input features
