@@ -463,14 +463,13 @@ unsafe fn kernel_avx512<const R: usize>(t: &Tile) {
         let next_lines = if t.jump == 0 { 0 } else { R * t.lda / 16 };
         for kk in 0..t.segment.min(t.kc - q * t.segment) {
             if kk < next_lines {
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(kk * 16) as *const i8) };
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(kk * 16) as *const i8);
             }
             let b0 = unsafe { _mm512_loadu_ps(b) };
             let b1 = unsafe { _mm512_loadu_ps(b.add(16)) };
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(PREFETCH_AHEAD) as *const i8);
-                _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(PREFETCH_AHEAD + 16) as *const i8);
-            }
+            // Prefetches never fault: past the panel's end they are only wasted.
+            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(PREFETCH_AHEAD) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(PREFETCH_AHEAD + 16) as *const i8);
             b = unsafe { b.add(NR) };
             for i in 0..R {
                 let av = _mm512_set1_ps(unsafe { *a.add(i * t.lda + kk) });
