@@ -46,6 +46,8 @@ const FEATURES_PER_BLOCK: usize = 4 * MR;
 const DEPTH_PANELS: usize = 8;
 /// From this many rows of `dY` on, the panel method (the forward's micro-kernel) is faster.
 const PANEL_METHOD_ROWS: usize = 16;
+/// How many panels ahead the few-rows method prefetches its lines of `W`.
+const COLUMNS_PREFETCH_PANELS: usize = 4;
 
 /// `C[i, :] = A[i, :] · W` for `i < m`, where `A` is `[m, n]` (row `i` at `a[i * lda]`) and
 /// `W` is the `[n, k]` matrix packed in `w`; row `i` of `C` (length `k`) starts at
@@ -377,7 +379,11 @@ unsafe fn tile_avx512(t: &Tile<'_>) {
                 av[r] = unsafe { _mm512_maskz_loadu_ps(mask, rows[r].add(j)) };
             }
         }
+        // The tile reads a few lines of each panel, a panel (`k · NR` floats) apart: a stride
+        // the hardware prefetcher does not follow, so ask for those of a later panel.
+        let ahead = panel.wrapping_add(COLUMNS_PREFETCH_PANELS * k * NR);
         for c in 0..TC {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(cols[c]) as *const i8);
             let wv = unsafe { _mm512_loadu_ps(panel.add(cols[c])) };
             for r in 0..TR {
                 acc[r][c] = _mm512_fmadd_ps(av[r], wv, acc[r][c]);
