@@ -23,8 +23,8 @@ const MR: usize = 14;
 /// 1 MiB L2 while every panel of `W` passes over them.
 const MC: usize = 196;
 /// How far ahead of the micro-kernel's panel reads (in floats, 32 depth steps) it asks for
-/// the panel's next cache lines. Weights stream from DRAM once per product; with few rows
-/// (one sentence, a decode step) the hardware prefetcher alone left a core waiting on them.
+/// the panel's next cache lines. Weights stream from DRAM once per product; with a sentence's
+/// rows (each panel used by a tile or two) the hardware prefetcher alone left a core waiting.
 const PREFETCH_AHEAD: usize = 32 * NR;
 /// Tiles of fewer rows than this do not prefetch the panel (measured: a decode step's single
 /// row ran ~10% slower with it, 26 rows 1.3-1.4× faster).
