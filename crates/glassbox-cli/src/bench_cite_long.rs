@@ -62,7 +62,8 @@ pub(crate) struct CiteLongBenchArgs {
     limit: Option<usize>,
     /// Strategies, comma-separated (see the list in `--help` of the source: hier,
     /// passage-kv, context-kv, hier+passage-kv, hier+context-kv, attention, gradxinput,
-    /// proxy+context-kv, proxy+hier+context-kv, passage-kv:shapley, context-kv:shapley).
+    /// proxy+context-kv, proxy+hier+context-kv, passage-kv:shapley, context-kv:shapley;
+    /// context-kv+refreshN recomputes N tokens after the gap).
     #[arg(
         long,
         default_value = "hier,passage-kv,context-kv,hier+passage-kv,hier+context-kv,attention,gradxinput,passage-kv:shapley,context-kv:shapley"
@@ -85,6 +86,11 @@ pub(crate) struct CiteLongBenchArgs {
     permutations: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Take the ground truth (exact leave-one-out, and Shapley where it ran) from this earlier
+    /// report of the same model and cases instead of recomputing it; the generation is timed
+    /// again here. Its times are the earlier machine's.
+    #[arg(long)]
+    truth: Option<PathBuf>,
     /// Write the whole report as JSON here.
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -103,7 +109,7 @@ struct Case {
     gold: Vec<usize>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize, Clone)]
 struct Truth {
     seconds: f64,
     tokens: usize,
@@ -131,6 +137,8 @@ struct StrategyRun {
     spearman_shapley: Option<f64>,
     top1_shapley: Option<bool>,
     gold_first: bool,
+    /// The estimate's whole-answer scores, one per passage.
+    scores: Vec<f64>,
 }
 
 #[derive(Serialize)]
@@ -149,6 +157,59 @@ struct CaseRun {
     outliers: Vec<usize>,
     gold: Vec<usize>,
     runs: Vec<StrategyRun>,
+}
+
+/// What an earlier report gives as ground truth.
+#[derive(Deserialize)]
+struct EarlierReport {
+    model: String,
+    cases: Vec<EarlierCase>,
+}
+
+#[derive(Deserialize)]
+struct EarlierCase {
+    id: String,
+    passages: usize,
+    exact_loo: Truth,
+    #[serde(default)]
+    shapley: Option<Truth>,
+}
+
+/// The ground truth of `cases` from an earlier report of `model`.
+fn read_truth(
+    path: &std::path::Path,
+    model: &str,
+    cases: &[Case],
+) -> anyhow::Result<Vec<(Truth, Option<Truth>)>> {
+    let text = crate::input::read_text(path)?;
+    let earlier: EarlierReport = serde_json::from_str(&text)
+        .map_err(|e| UsageError(format!("{} is not a cite-long report: {e}", path.display())))?;
+    if earlier.model != model {
+        return Err(UsageError(format!(
+            "{} was made with {}, not {model}",
+            path.display(),
+            earlier.model
+        ))
+        .into());
+    }
+    cases
+        .iter()
+        .map(|case| {
+            let found = earlier
+                .cases
+                .iter()
+                .find(|c| c.id == case.id && c.passages == case.passages.len())
+                .ok_or_else(|| {
+                    UsageError(format!(
+                        "{} has no case {} with {} passages",
+                        path.display(),
+                        case.id,
+                        case.passages.len()
+                    ))
+                })?;
+            Ok((found.exact_loo.clone(), found.shapley.clone()))
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -176,6 +237,19 @@ fn truth(a: &Attribution) -> Truth {
         scores: a.scores[0].clone(),
         std_errors: a.std_errors.as_ref().map(|e| e[0].clone()),
     }
+}
+
+/// Whether every part of a strategy's name is one the benchmark knows (checked before the
+/// models load; [`configure`] checks how they combine).
+fn known(name: &str) -> bool {
+    let body = name.strip_suffix(":shapley").unwrap_or(name);
+    body.split('+').all(|part| {
+        STRATEGIES.contains(&part)
+            || ["proxy", "hier"].contains(&part)
+            || part
+                .strip_prefix("refresh")
+                .is_some_and(|n| n.parse::<usize>().is_ok())
+    })
 }
 
 /// A strategy's name made concrete: its options and its method.
@@ -216,7 +290,25 @@ fn configure<'p>(
                 })
             }
             "passage-kv" => options.strategy = Strategy::Cached(PassageEncoding::Independent),
-            "context-kv" => options.strategy = Strategy::Cached(PassageEncoding::InContext),
+            "context-kv" => {
+                options.strategy = Strategy::Cached(PassageEncoding::InContext { refresh: 0 })
+            }
+            refresh if refresh.starts_with("refresh") => {
+                let tokens: usize = refresh["refresh".len()..].parse().map_err(|_| {
+                    UsageError(format!(
+                        "{name}: refresh takes a token count, e.g. refresh64"
+                    ))
+                })?;
+                match &mut options.strategy {
+                    Strategy::Cached(PassageEncoding::InContext { refresh }) => *refresh = tokens,
+                    _ => {
+                        return Err(UsageError(format!(
+                            "{name}: refresh follows context-kv (e.g. context-kv+refresh64)"
+                        ))
+                        .into());
+                    }
+                }
+            }
             "attention" => {
                 options.strategy = Strategy::OnePass(OnePass::Attention {
                     layers: DEFAULT_ATTENTION_LAYERS,
@@ -251,7 +343,7 @@ pub(crate) fn run(args: CiteLongBenchArgs, out: &Output) -> anyhow::Result<()> {
         .filter(|s| !s.is_empty())
         .collect();
     for name in &names {
-        if !STRATEGIES.contains(&name.as_str()) {
+        if !known(name) {
             return Err(UsageError(format!(
                 "unknown strategy {name}; known: {}",
                 STRATEGIES.join(", ")
@@ -273,6 +365,10 @@ pub(crate) fn run(args: CiteLongBenchArgs, out: &Output) -> anyhow::Result<()> {
     for name in &names {
         configure(name, &args, proxy.as_ref())?;
     }
+    let earlier = match &args.truth {
+        Some(path) => Some(read_truth(path, &model.info().name, &cases)?),
+        None => None,
+    };
     let mut runs = Vec::with_capacity(cases.len());
     for (k, case) in cases.iter().enumerate() {
         // The budget to beat: generating the answer greedily from the full prompt.
@@ -281,17 +377,22 @@ pub(crate) fn run(args: CiteLongBenchArgs, out: &Output) -> anyhow::Result<()> {
         let started = Instant::now();
         let generated = prepare(&model, &generate)?;
         let generation_seconds = started.elapsed().as_secs_f64();
-        let exact = cite(&model, &request(case, Method::LeaveOneOut, args.seed)?)?;
-        let loo = truth(&exact.attribution);
-        let shapley = if k < args.shapley_cases {
-            let m = Method::PermutationShapley {
-                permutations: args.permutations,
-            };
-            Some(truth(
-                &cite(&model, &request(case, m, args.seed)?)?.attribution,
-            ))
-        } else {
-            None
+        let (loo, shapley) = match &earlier {
+            Some(truths) => truths[k].clone(),
+            None => {
+                let exact = cite(&model, &request(case, Method::LeaveOneOut, args.seed)?)?;
+                let shapley = if k < args.shapley_cases {
+                    let m = Method::PermutationShapley {
+                        permutations: args.permutations,
+                    };
+                    Some(truth(
+                        &cite(&model, &request(case, m, args.seed)?)?.attribution,
+                    ))
+                } else {
+                    None
+                };
+                (truth(&exact.attribution), shapley)
+            }
         };
         let relevant = outliers(&loo.scores);
         let mut strategy_runs = Vec::new();
@@ -325,6 +426,7 @@ pub(crate) fn run(args: CiteLongBenchArgs, out: &Output) -> anyhow::Result<()> {
                     .as_ref()
                     .map(|t| top_k_agreement(s, &t.scores, 1) == 1.0),
                 gold_first: case.gold.contains(&a.ranking(0)[0]),
+                scores: s.clone(),
             });
         }
         let prepared = prepare(&model, &request(case, Method::LeaveOneOut, args.seed)?)?;
@@ -343,7 +445,7 @@ pub(crate) fn run(args: CiteLongBenchArgs, out: &Output) -> anyhow::Result<()> {
             kind: case.kind.clone(),
             passages: case.passages.len(),
             prompt_tokens,
-            answer_tokens: exact.answer_tokens.len(),
+            answer_tokens: prepared.answer.len(),
             generation_seconds,
             generated_tokens: generated.answer.len(),
             exact_loo: loo,

@@ -78,6 +78,11 @@ pub(crate) struct ScaleArgs {
     /// pass over the full prompt); or a one-pass estimate, attention or gradxinput.
     #[arg(long, value_enum, default_value_t = StrategyArg::Exact)]
     pub strategy: StrategyArg,
+    /// With context-kv: recompute this many tokens after each coalition's first missing
+    /// passage in the coalition's own context (the rest stays cached). 0 is AttriBoT's
+    /// cached activations; the whole prompt after the gap is exact leave-one-out.
+    #[arg(long, default_value_t = 0)]
+    pub refresh: usize,
     /// Groups first: attribute contiguous groups of this many passages, then expand the
     /// groups that matter into their passages.
     #[arg(long)]
@@ -116,15 +121,24 @@ impl ScaleArgs {
             || self.groups.is_some()
             || self.proxy.is_some()
             || self.check > 0
+            || self.refresh > 0
     }
 
     /// The options, with the proxy model (if any) already loaded.
     pub fn options<'p>(&self, proxy: Option<&'p Model>) -> anyhow::Result<ScaleOptions<'p>> {
         use glassbox::rag_scale::{OnePass, PassageEncoding, Strategy};
+        if self.refresh > 0 && self.strategy != StrategyArg::ContextKv {
+            return Err(UsageError(
+                "--refresh recomputes in-context caches; it needs --strategy context-kv".into(),
+            )
+            .into());
+        }
         let strategy = match self.strategy {
             StrategyArg::Exact => Strategy::Exact,
             StrategyArg::PassageKv => Strategy::Cached(PassageEncoding::Independent),
-            StrategyArg::ContextKv => Strategy::Cached(PassageEncoding::InContext),
+            StrategyArg::ContextKv => Strategy::Cached(PassageEncoding::InContext {
+                refresh: self.refresh,
+            }),
             StrategyArg::Attention => Strategy::OnePass(OnePass::Attention {
                 layers: self.attention_layers,
             }),

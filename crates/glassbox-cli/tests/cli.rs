@@ -722,4 +722,9 @@ fn cite_estimate_options_refuse_bad_input() {
     );
     assert_exit(&run(&["--groups", "2", "--expand-share", "2"]), 2, "share");
     assert_exit(&run(&["--check", "2"]), 2, "nothing is approximated");
+    assert_exit(
+        &run(&["--strategy", "passage-kv", "--refresh", "64"]),
+        2,
+        "needs --strategy context-kv",
+    );
 }

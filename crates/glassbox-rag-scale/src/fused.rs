@@ -14,6 +14,13 @@
 //!   passage having seen the ones before it (AttriBoT's "cached activations"); a dropped
 //!   passage's influence on later passages stays. Exact for the full coalition.
 //!
+//! In-context caches can also be *refreshed*: the first `refresh` tokens after a coalition's
+//! first missing passage are recomputed in the coalition's own context instead of taken from
+//! the cache. Those are the tokens the missing passage affected most (they attended to it
+//! from nearby); the prefix before it is exact anyway. Refreshing every token after the gap
+//! is the exact computation, so the parameter runs from AttriBoT's cached activations (0) to
+//! exact leave-one-out, at a cost linear in it.
+//!
 //! The tail always runs for real and sees exactly the coalition's passages.
 
 use std::collections::HashMap;
@@ -31,14 +38,18 @@ use rayon::prelude::*;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PassageEncoding {
     Independent,
-    InContext,
+    /// Cached from the full prompt; `refresh` tokens after a coalition's first gap are
+    /// recomputed in the coalition's context.
+    InContext {
+        refresh: usize,
+    },
 }
 
 impl PassageEncoding {
     pub fn name(&self) -> &'static str {
         match self {
             PassageEncoding::Independent => "passage_kv",
-            PassageEncoding::InContext => "context_kv",
+            PassageEncoding::InContext { .. } => "context_kv",
         }
     }
 
@@ -48,10 +59,24 @@ impl PassageEncoding {
                 "position-independent passage caches: each passage encoded alone after the header, \
                  assembled per coalition with rotary positions re-applied; only the tail runs"
             }
-            PassageEncoding::InContext => {
+            PassageEncoding::InContext { refresh: 0 } => {
                 "passages cached from one pass over the full prompt, assembled per coalition with \
                  rotary positions re-applied; only the tail runs"
             }
+            PassageEncoding::InContext { .. } => {
+                "passages cached from one pass over the full prompt, assembled per coalition with \
+                 rotary positions re-applied; the tokens right after the coalition's first \
+                 missing passage are recomputed in its context, then the tail runs"
+            }
+        }
+    }
+
+    /// Tokens recomputed after each coalition's first gap (0 for position-independent
+    /// caches, which have no exact prefix to continue).
+    pub fn refresh(&self) -> usize {
+        match self {
+            PassageEncoding::Independent => 0,
+            PassageEncoding::InContext { refresh } => *refresh,
         }
     }
 }
@@ -63,6 +88,8 @@ struct Block {
     /// Which cache holds its keys and values, and where.
     cache: usize,
     tokens: Range<usize>,
+    /// Its token ids (to recompute it).
+    ids: Vec<u32>,
 }
 
 /// A prompt's header (fixed tokens before the first unit), the blocks between it and the
@@ -95,6 +122,13 @@ fn split(pieces: &[TokenSegment]) -> Result<Split<'_>, AttributionError> {
         .filter(|(_, t)| !t.is_empty())
         .collect();
     Ok((header, middle, tail))
+}
+
+/// How one coalition's prompt cache is made (see [`FusedGame::plan`]).
+struct Plan {
+    before: Vec<(usize, Range<usize>)>,
+    fresh: Vec<u32>,
+    after: Vec<(usize, Range<usize>)>,
 }
 
 /// Live assembled caches allowed per batch of coalitions (bytes).
@@ -173,11 +207,12 @@ impl<'m> FusedGame<'m> {
                         unit: *unit,
                         cache: i,
                         tokens: h..h + t.len(),
+                        ids: t.to_vec(),
                     })
                     .collect();
                 (caches, blocks)
             }
-            PassageEncoding::InContext => {
+            PassageEncoding::InContext { refresh } => {
                 let body: Vec<u32> = middle.iter().flat_map(|(_, t)| t.iter().copied()).collect();
                 stats.tokens += body.len();
                 let cache = kv(
@@ -189,7 +224,7 @@ impl<'m> FusedGame<'m> {
                     &mut stats,
                 )?
                 .remove(0);
-                let mut game = Self::in_context(engine, &cache, aggregate)?;
+                let mut game = Self::in_context(engine, &cache, refresh, aggregate)?;
                 stats.seconds = started.elapsed().as_secs_f64();
                 (game.cache_seconds, game.cache_tokens) = (stats.seconds, stats.tokens);
                 game.stats = stats;
@@ -243,6 +278,7 @@ impl<'m> FusedGame<'m> {
     pub fn in_context(
         engine: &Engine<'m>,
         prompt: &KvCache,
+        refresh: usize,
         aggregate: Aggregate,
     ) -> Result<Self, AttributionError> {
         let model = engine.model();
@@ -274,12 +310,13 @@ impl<'m> FusedGame<'m> {
                 unit: *unit,
                 cache: i,
                 tokens: h..h + t.len(),
+                ids: t.to_vec(),
             });
             at += t.len();
         }
         Ok(Self::from_parts(
             engine,
-            PassageEncoding::InContext,
+            PassageEncoding::InContext { refresh },
             aggregate,
             header_cache,
             caches,
@@ -303,21 +340,100 @@ impl<'m> FusedGame<'m> {
         &self.stats
     }
 
-    /// The coalition's prompt (header and kept blocks) as one cache.
-    fn assemble(&self, c: &Coalition) -> Result<KvCache, AttributionError> {
-        let mut at = self.header.next_position();
-        let mut parts = Vec::new();
-        for b in &self.blocks {
-            if b.unit.is_none_or(|u| c.contains(u)) {
-                parts.push(Placed {
-                    cache: &self.caches[b.cache],
-                    tokens: b.tokens.clone(),
-                    at,
-                });
-                at += b.tokens.len() as u32;
+    /// A coalition's kept blocks as cache pieces (which cache, which tokens): those before
+    /// its first gap, which stay where they were; the ids recomputed after the gap (up to
+    /// `refresh` tokens); and the pieces after those. Without a refresh, everything kept is
+    /// in the first list.
+    fn plan(&self, c: &Coalition) -> Plan {
+        let kept = |b: &&Block| b.unit.is_none_or(|u| c.contains(u));
+        let refresh = self.encoding.refresh();
+        let gap = match refresh {
+            0 => None,
+            _ => self.blocks.iter().position(|b| !kept(&b)),
+        };
+        let (before, after) = self.blocks.split_at(gap.unwrap_or(self.blocks.len()));
+        let mut plan = Plan {
+            before: before
+                .iter()
+                .filter(kept)
+                .map(|b| (b.cache, b.tokens.clone()))
+                .collect(),
+            fresh: Vec::new(),
+            after: Vec::new(),
+        };
+        for b in after.iter().filter(kept) {
+            let take = (refresh - plan.fresh.len()).min(b.ids.len());
+            plan.fresh.extend_from_slice(&b.ids[..take]);
+            if take < b.ids.len() {
+                plan.after
+                    .push((b.cache, b.tokens.start + take..b.tokens.end));
             }
         }
-        Ok(self.model.assemble_cache(Some(&self.header), &parts)?)
+        plan
+    }
+
+    /// `base` continued by cache pieces at consecutive positions.
+    fn assemble_after(
+        &self,
+        base: &KvCache,
+        pieces: &[(usize, Range<usize>)],
+    ) -> Result<KvCache, AttributionError> {
+        let mut at = base.next_position();
+        let parts: Vec<Placed<'_>> = pieces
+            .iter()
+            .map(|(cache, tokens)| {
+                let part = Placed {
+                    cache: &self.caches[*cache],
+                    tokens: tokens.clone(),
+                    at,
+                };
+                at += tokens.len() as u32;
+                part
+            })
+            .collect();
+        Ok(self.model.assemble_cache(Some(base), &parts)?)
+    }
+
+    /// The prompt caches of `coalitions` (header and kept blocks), refreshed after their
+    /// first gap where asked.
+    fn pasts(&mut self, coalitions: &[Coalition]) -> Result<Vec<KvCache>, AttributionError> {
+        let plans: Vec<Plan> = coalitions.iter().map(|c| self.plan(c)).collect();
+        // Assembling copies and re-rotates most of the prompt's keys: one coalition per
+        // thread.
+        let mut prefixes = plans
+            .par_iter()
+            .map(|p| self.assemble_after(&self.header, &p.before).map(Some))
+            .collect::<Result<Vec<_>, _>>()?;
+        let refreshed: Vec<usize> = (0..plans.len())
+            .filter(|&i| !plans[i].fresh.is_empty())
+            .collect();
+        if !refreshed.is_empty() {
+            let rows = refreshed
+                .iter()
+                .map(|&i| {
+                    self.stats.tokens += plans[i].fresh.len();
+                    Row::tokens(plans[i].fresh.clone())
+                        .with_past(prefixes[i].take().expect("assembled above"))
+                        .with_logits(LogitsAt::None)
+                })
+                .collect();
+            let outs = self.model.forward(rows, &Capture::kv())?;
+            self.stats.forward_passes += 1;
+            for (&i, out) in refreshed.iter().zip(outs) {
+                prefixes[i] = out.kv;
+            }
+        }
+        plans
+            .par_iter()
+            .zip(prefixes)
+            .map(|(p, prefix)| {
+                let prefix = prefix.expect("asked for the cache");
+                match p.after.is_empty() {
+                    true => Ok(prefix),
+                    false => self.assemble_after(&prefix, &p.after),
+                }
+            })
+            .collect()
     }
 
     /// The answer's token log-probabilities after each coalition's prompt (memoized).
@@ -339,12 +455,7 @@ impl<'m> FusedGame<'m> {
         let batch = (ASSEMBLED_BUDGET_BYTES / (per_token * full).max(1)).clamp(1, MAX_BATCH);
         let m = self.answer.len();
         for part in todo.chunks(batch) {
-            // Assembling copies and re-rotates most of the prompt's keys: one coalition per
-            // thread.
-            let pasts = part
-                .par_iter()
-                .map(|c| self.assemble(c))
-                .collect::<Result<Vec<_>, _>>()?;
+            let pasts = self.pasts(part)?;
             let mut rows = Vec::with_capacity(part.len());
             for past in pasts {
                 let mut tokens = self.tail.clone();

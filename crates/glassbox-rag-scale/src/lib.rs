@@ -126,8 +126,10 @@ pub fn cite_at_scale(
     // In-context caches are the prompt's own: when the answer is generated here, it is
     // generated from them, so caching costs nothing beyond the generation.
     let mut prompt_cache: Option<KvCache> = None;
-    let share =
-        options.strategy == Strategy::Cached(PassageEncoding::InContext) && options.proxy.is_none();
+    let share = matches!(
+        options.strategy,
+        Strategy::Cached(PassageEncoding::InContext { .. })
+    ) && options.proxy.is_none();
     let on_target = if share {
         prepare_generating(target, &probe, &mut |prompt, ids, generate| {
             let (cache, answer) = generate_keeping_cache(target, prompt, ids, generate)?;
@@ -188,7 +190,9 @@ pub fn cite_at_scale(
         }
         Strategy::Cached(encoding) => {
             let mut game = match &prompt_cache {
-                Some(cache) => FusedGame::in_context(&engine, cache, aggregate)?,
+                Some(cache) => {
+                    FusedGame::in_context(&engine, cache, encoding.refresh(), aggregate)?
+                }
                 None => FusedGame::new(&engine, encoding, aggregate)?,
             };
             let (cache_seconds, cache_tokens) = game.cache_cost();
@@ -203,6 +207,7 @@ pub fn cite_at_scale(
                     },
                     "cache_seconds": cache_seconds,
                     "cache_tokens": cache_tokens,
+                    "refresh_tokens": encoding.refresh(),
                 }),
             });
             let estimate = run(&mut game, request, options, &mut steps)?;

@@ -103,7 +103,10 @@ fn in_context_caches_are_exact_for_the_full_prompt_and_approximate_elsewhere() {
     let mut coalitions = vec![Coalition::full(n), Coalition::empty(n)];
     coalitions.extend((0..n).map(|i| Coalition::full(n).without(i)));
     let want = values(&mut exact, &coalitions);
-    for encoding in [PassageEncoding::InContext, PassageEncoding::Independent] {
+    for encoding in [
+        PassageEncoding::InContext { refresh: 0 },
+        PassageEncoding::Independent,
+    ] {
         let mut fused = FusedGame::new(&engine(&r), encoding, Aggregate::Sum).unwrap();
         let got = values(&mut fused, &coalitions);
         // The empty coalition is the header and the tail, exact either way.
@@ -111,7 +114,7 @@ fn in_context_caches_are_exact_for_the_full_prompt_and_approximate_elsewhere() {
             max_diff(&got[1..2], &want[1..2]) < 1e-3,
             "{encoding:?} empty"
         );
-        if encoding == PassageEncoding::InContext {
+        if matches!(encoding, PassageEncoding::InContext { .. }) {
             assert!(max_diff(&got[..1], &want[..1]) < 1e-3, "full prompt");
         }
         // Elsewhere an approximation: close to, not equal to, the exact values; and the
@@ -125,6 +128,50 @@ fn in_context_caches_are_exact_for_the_full_prompt_and_approximate_elsewhere() {
         let s = fused.stats();
         assert!(s.tokens < s.tokens_from_scratch / 2, "{s:?}");
     }
+}
+
+#[test]
+fn refreshing_everything_after_the_gap_is_exact_and_a_partial_refresh_is_counted() {
+    let r = request(&PASSAGES, Method::LeaveOneOut);
+    let n = PASSAGES.len();
+    let mut exact_engine = engine(&r);
+    let mut exact = AnswerGame {
+        engine: &mut exact_engine,
+        aggregate: Aggregate::Sum,
+    };
+    let mut coalitions = vec![Coalition::full(n), Coalition::empty(n)];
+    coalitions.extend((0..n).map(|i| Coalition::full(n).without(i)));
+    // Two gaps: the refresh starts at the first and runs through the second.
+    coalitions.push(Coalition::full(n).without(1).without(4));
+    let want = values(&mut exact, &coalitions);
+    let fused = |refresh| {
+        let mut game = FusedGame::new(
+            &engine(&r),
+            PassageEncoding::InContext { refresh },
+            Aggregate::Sum,
+        )
+        .unwrap();
+        let got = values(&mut game, &coalitions);
+        (got, game.stats().tokens)
+    };
+    let (whole, _) = fused(100_000);
+    assert!(max_diff(&whole, &want) < 1e-3, "{whole:?} vs {want:?}");
+    let (cached, cached_tokens) = fused(0);
+    let (partial, partial_tokens) = fused(8);
+    // Every coalition but the full one has a gap; at most 8 tokens after it are recomputed,
+    // and all 8 where a whole passage follows.
+    let gaps = coalitions.len() - 1;
+    let extra = partial_tokens - cached_tokens;
+    assert!(
+        extra >= 8 * (n - 1) && extra <= 8 * gaps,
+        "{extra} for {gaps}"
+    );
+    assert!(
+        max_diff(&partial, &cached) > 1e-4,
+        "the refresh changes values"
+    );
+    assert!(max_diff(&partial, &want) > 1e-4, "and is still an estimate");
+    assert!(max_diff(&partial[..1], &want[..1]) < 1e-3, "full prompt");
 }
 
 #[test]
@@ -178,7 +225,7 @@ fn groups_expand_where_the_answer_is_and_the_check_measures_against_exact() {
         model(),
         &r,
         &ScaleOptions {
-            strategy: Strategy::Cached(PassageEncoding::InContext),
+            strategy: Strategy::Cached(PassageEncoding::InContext { refresh: 0 }),
             hierarchy: Some(Hierarchy {
                 group_size: NonZeroUsize::new(3).unwrap(),
                 rule: ExpandRule::new(0.5, Some(1)).unwrap(),
@@ -207,7 +254,7 @@ fn groups_expand_where_the_answer_is_and_the_check_measures_against_exact() {
 fn in_context_caches_shared_with_the_generation_give_the_same_answer_and_scores() {
     let mut r = request(&PASSAGES, Method::LeaveOneOut);
     r.answer = None;
-    let context = options(Strategy::Cached(PassageEncoding::InContext));
+    let context = options(Strategy::Cached(PassageEncoding::InContext { refresh: 0 }));
     let shared = cite_at_scale(model(), &r, &context).unwrap();
     let plain = prepare(model(), &r).unwrap();
     let ids: Vec<u32> = shared.answer_tokens.iter().map(|t| t.id).collect();
@@ -360,7 +407,7 @@ fn bad_requests_are_refused_with_clear_errors() {
     assert!(
         err(
             &placeholder,
-            &options(Strategy::Cached(PassageEncoding::InContext))
+            &options(Strategy::Cached(PassageEncoding::InContext { refresh: 0 }))
         )
         .contains("delete")
     );
