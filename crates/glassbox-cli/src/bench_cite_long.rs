@@ -16,7 +16,7 @@ use glassbox::Model;
 use glassbox::attribution::cite::{CiteRequest, cite, prepare};
 use glassbox::attribution::{Method, Perturbation};
 use glassbox::rag_scale::fidelity::{
-    average_precision, outliers, spearman_or_none, top_k_agreement,
+    average_precision, outliers, ranking, spearman_or_none, top_k_agreement,
 };
 use glassbox::rag_scale::{
     DEFAULT_ATTENTION_LAYERS, ExpandRule, Hierarchy, OnePass, PassageEncoding, ScaleOptions,
@@ -63,7 +63,8 @@ pub(crate) struct CiteLongBenchArgs {
     /// Strategies, comma-separated (see the list in `--help` of the source: hier,
     /// passage-kv, context-kv, hier+passage-kv, hier+context-kv, attention, gradxinput,
     /// proxy+context-kv, proxy+hier+context-kv, passage-kv:shapley, context-kv:shapley;
-    /// context-kv+refreshN recomputes N tokens after the gap).
+    /// context-kv+refreshN recomputes N tokens after the gap; exact-reordered is exact LOO
+    /// with the passages shuffled by --seed, a reference rather than an estimate).
     #[arg(
         long,
         default_value = "hier,passage-kv,context-kv,hier+passage-kv,hier+context-kv,attention,gradxinput,passage-kv:shapley,context-kv:shapley"
@@ -222,6 +223,9 @@ struct Report {
     group_size: usize,
     expand_share: f64,
     permutations: usize,
+    /// The earlier report the ground truth came from (its times are that run's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    truth_from: Option<PathBuf>,
     cases: Vec<CaseRun>,
 }
 
@@ -239,13 +243,45 @@ fn truth(a: &Attribution) -> Truth {
     }
 }
 
+/// Not an estimate: exact leave-one-out with the passages in another order (seeded), its
+/// scores mapped back to the passages. Retrieval order is arbitrary, and a passage's
+/// leave-one-out depends on where it sits; how much two orders' exact rankings agree is a
+/// ceiling on what agreement with one order's exact ranking can mean.
+const REORDERED: &str = "exact-reordered";
+
+/// [`REORDERED`]'s scores (in the case's passage order), cost, and no caching time.
+fn reordered_loo(
+    model: &Model,
+    case: &Case,
+    seed: u64,
+) -> anyhow::Result<(Vec<f64>, glassbox::report::Cost, f64)> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let mut order: Vec<usize> = (0..case.passages.len()).collect();
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    let passages: Vec<String> = order.iter().map(|&i| case.passages[i].clone()).collect();
+    let shuffled = rag_request(
+        &case.question,
+        &passages,
+        &case.answer,
+        Method::LeaveOneOut,
+        seed,
+    )?;
+    let a = cite(model, &shuffled)?.attribution;
+    let mut scores = vec![0.0; order.len()];
+    for (at, &passage) in order.iter().enumerate() {
+        scores[passage] = a.scores[0][at];
+    }
+    Ok((scores, a.cost, 0.0))
+}
+
 /// Whether every part of a strategy's name is one the benchmark knows (checked before the
 /// models load; [`configure`] checks how they combine).
 fn known(name: &str) -> bool {
     let body = name.strip_suffix(":shapley").unwrap_or(name);
     body.split('+').all(|part| {
         STRATEGIES.contains(&part)
-            || ["proxy", "hier"].contains(&part)
+            || ["proxy", "hier", REORDERED].contains(&part)
             || part
                 .strip_prefix("refresh")
                 .is_some_and(|n| n.parse::<usize>().is_ok())
@@ -362,7 +398,7 @@ pub(crate) fn run(args: CiteLongBenchArgs, out: &Output) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    for name in &names {
+    for name in names.iter().filter(|n| *n != REORDERED) {
         configure(name, &args, proxy.as_ref())?;
     }
     let earlier = match &args.truth {
@@ -397,36 +433,40 @@ pub(crate) fn run(args: CiteLongBenchArgs, out: &Output) -> anyhow::Result<()> {
         let relevant = outliers(&loo.scores);
         let mut strategy_runs = Vec::new();
         for name in &names {
-            let (options, method) = configure(name, &args, proxy.as_ref())?;
-            let report = cite_at_scale(&model, &request(case, method, args.seed)?, &options)?;
-            let a = &report.attribution;
-            let s = &a.scores[0];
-            let cache_seconds = report
-                .approximation
-                .iter()
-                .flat_map(|x| x.steps.iter())
-                .find_map(|step| step.params["cache_seconds"].as_f64())
-                .unwrap_or(0.0);
+            let (s, cost, cache_seconds) = if name == REORDERED {
+                reordered_loo(&model, case, args.seed)?
+            } else {
+                let (options, method) = configure(name, &args, proxy.as_ref())?;
+                let report = cite_at_scale(&model, &request(case, method, args.seed)?, &options)?;
+                let cache_seconds = report
+                    .approximation
+                    .iter()
+                    .flat_map(|x| x.steps.iter())
+                    .find_map(|step| step.params["cache_seconds"].as_f64())
+                    .unwrap_or(0.0);
+                let a = report.attribution;
+                (a.scores[0].clone(), a.cost, cache_seconds)
+            };
             strategy_runs.push(StrategyRun {
                 strategy: name.clone(),
-                seconds: a.cost.seconds,
+                seconds: cost.seconds,
                 cache_seconds,
-                tokens: a.cost.tokens,
-                evaluations: a.cost.evaluations,
-                speedup_over_exact_loo: loo.seconds / a.cost.seconds,
-                time_over_generation: a.cost.seconds / generation_seconds,
-                spearman_loo: spearman_or_none(s, &loo.scores),
-                top1_loo: top_k_agreement(s, &loo.scores, 1) == 1.0,
-                top3_loo: top_k_agreement(s, &loo.scores, 3),
-                ap_loo: average_precision(s, &relevant),
+                tokens: cost.tokens,
+                evaluations: cost.evaluations,
+                speedup_over_exact_loo: loo.seconds / cost.seconds,
+                time_over_generation: cost.seconds / generation_seconds,
+                spearman_loo: spearman_or_none(&s, &loo.scores),
+                top1_loo: top_k_agreement(&s, &loo.scores, 1) == 1.0,
+                top3_loo: top_k_agreement(&s, &loo.scores, 3),
+                ap_loo: average_precision(&s, &relevant),
                 spearman_shapley: shapley
                     .as_ref()
-                    .and_then(|t| spearman_or_none(s, &t.scores)),
+                    .and_then(|t| spearman_or_none(&s, &t.scores)),
                 top1_shapley: shapley
                     .as_ref()
-                    .map(|t| top_k_agreement(s, &t.scores, 1) == 1.0),
-                gold_first: case.gold.contains(&a.ranking(0)[0]),
-                scores: s.clone(),
+                    .map(|t| top_k_agreement(&s, &t.scores, 1) == 1.0),
+                gold_first: case.gold.contains(&ranking(&s)[0]),
+                scores: s,
             });
         }
         let prepared = prepare(&model, &request(case, Method::LeaveOneOut, args.seed)?)?;
@@ -468,6 +508,7 @@ pub(crate) fn run(args: CiteLongBenchArgs, out: &Output) -> anyhow::Result<()> {
         group_size: args.group_size,
         expand_share: args.expand_share,
         permutations: args.permutations,
+        truth_from: args.truth.clone(),
         cases: runs,
     };
     if let Some(path) = &args.output {
@@ -536,6 +577,12 @@ fn print_summary(r: &Report) {
         r.expand_share,
         r.permutations
     );
+    if let Some(path) = &r.truth_from {
+        println!(
+            "Ground truth from {}: its exact LOO and Shapley times, and the speed-ups over exact LOO, are that run's.",
+            path.display()
+        );
+    }
     println!(
         "\n| passages | prompt tokens | generate the answer: s | exact LOO: s | exact LOO: tokens (from scratch) | exact LOO / generation |"
     );
@@ -588,10 +635,7 @@ fn print_summary(r: &Report) {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let exact_gold = cs
         .iter()
-        .filter(|c| {
-            c.gold
-                .contains(&glassbox::rag_scale::fidelity::ranking(&c.exact_loo.scores)[0])
-        })
+        .filter(|c| c.gold.contains(&ranking(&c.exact_loo.scores)[0]))
         .count();
     println!(
         "| exact LOO | {:.1} | {:.0} | 1.0x | {:.1}x | 1 | {}/{n} | 1 | 1 | {exact_gold}/{n} | | |",

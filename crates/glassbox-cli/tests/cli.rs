@@ -728,3 +728,119 @@ fn cite_estimate_options_refuse_bad_input() {
         "needs --strategy context-kv",
     );
 }
+
+#[test]
+fn cite_long_bench_reuses_its_ground_truth_and_a_full_refresh_is_exact_leave_one_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let passages: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(LIGHTHOUSE).unwrap()).unwrap();
+    let case = |id: &str| {
+        serde_json::json!({
+            "id": id,
+            "kind": "single",
+            "question": "Who rebuilt the Vellmora lighthouse?",
+            "passages": passages,
+            "answer": "Ottilie Brask rebuilt it.",
+            "gold": [2],
+        })
+    };
+    let cases = dir.path().join("cases.jsonl");
+    std::fs::write(&cases, format!("{}\n", case("T1"))).unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let bench = |cases: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "cite-long",
+            "--cases",
+            cases.to_str().unwrap(),
+            "--shapley-cases",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        glassbox(&args)
+    };
+    let read = |p: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let scores = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let first = path("first.json");
+    let out = bench(
+        &cases,
+        &[
+            "--strategies",
+            "context-kv,context-kv+refresh100000",
+            "--output",
+            &first,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = read(&first);
+    let c = &report["cases"][0];
+    let loo = scores(&c["exact_loo"]["scores"]);
+    let cached = scores(&c["runs"][0]["scores"]);
+    let refreshed = scores(&c["runs"][1]["scores"]);
+    let max_diff = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
+    };
+    // Everything after the gap recomputed is the exact computation; the plain cache is not.
+    assert!(
+        max_diff(&refreshed, &loo) < 2e-3,
+        "{refreshed:?} vs {loo:?}"
+    );
+    assert!(max_diff(&cached, &loo) > 2e-3, "{cached:?} vs {loo:?}");
+
+    // The ground truth of an earlier report is taken as it is, and said to be.
+    let second = path("second.json");
+    let out = bench(
+        &cases,
+        &[
+            "--strategies",
+            "context-kv",
+            "--truth",
+            &first,
+            "--output",
+            &second,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = read(&second);
+    assert_eq!(again["cases"][0]["exact_loo"], c["exact_loo"]);
+    assert_eq!(again["truth_from"], first.as_str());
+    assert!(max_diff(&scores(&again["cases"][0]["runs"][0]["scores"]), &cached) < 1e-9);
+
+    // Bad input.
+    assert_exit(
+        &bench(&cases, &["--strategies", "passage-kv+refresh8"]),
+        2,
+        "refresh follows context-kv",
+    );
+    assert_exit(
+        &bench(&cases, &["--strategies", "context-kv+refreshX"]),
+        2,
+        "unknown strategy",
+    );
+    let others = dir.path().join("others.jsonl");
+    std::fs::write(&others, format!("{}\n", case("T2"))).unwrap();
+    assert_exit(
+        &bench(&others, &["--strategies", "context-kv", "--truth", &first]),
+        2,
+        "has no case T2",
+    );
+}

@@ -16,10 +16,11 @@
 //!
 //! In-context caches can also be *refreshed*: the first `refresh` tokens after a coalition's
 //! first missing passage are recomputed in the coalition's own context instead of taken from
-//! the cache. Those are the tokens the missing passage affected most (they attended to it
-//! from nearby); the prefix before it is exact anyway. Refreshing every token after the gap
-//! is the exact computation, so the parameter runs from AttriBoT's cached activations (0) to
-//! exact leave-one-out, at a cost linear in it.
+//! the cache (the prefix before the gap is exact anyway). Refreshing every token after the
+//! gap is the exact computation, so the parameter runs from AttriBoT's cached activations (0)
+//! to exact leave-one-out, at a cost linear in it. Fidelity grows slowly with it: a missing
+//! passage's influence is spread over the whole rest of the prompt, not concentrated next to
+//! it (docs/rag-scale.md measures the curve).
 //!
 //! The tail always runs for real and sees exactly the coalition's passages.
 
