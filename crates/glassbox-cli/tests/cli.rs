@@ -769,22 +769,23 @@ fn cite_long_bench_reuses_its_ground_truth_and_a_full_refresh_is_exact_leave_one
             .map(|x| x.as_f64().unwrap())
             .collect()
     };
+    // Runs the bench into `output` and reads what it wrote.
+    let written = |output: &str, extra: &[&str]| {
+        let mut args = extra.to_vec();
+        args.extend_from_slice(&["--output", output]);
+        let out = bench(&cases, &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        read(output)
+    };
     let first = path("first.json");
-    let out = bench(
-        &cases,
-        &[
-            "--strategies",
-            "context-kv,context-kv+refresh100000",
-            "--output",
-            &first,
-        ],
+    let report = written(
+        &first,
+        &["--strategies", "context-kv,context-kv+refresh100000"],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = read(&first);
     let c = &report["cases"][0];
     let loo = scores(&c["exact_loo"]["scores"]);
     let cached = scores(&c["runs"][0]["scores"]);
@@ -803,24 +804,10 @@ fn cite_long_bench_reuses_its_ground_truth_and_a_full_refresh_is_exact_leave_one
     assert!(max_diff(&cached, &loo) > 2e-3, "{cached:?} vs {loo:?}");
 
     // The ground truth of an earlier report is taken as it is, and said to be.
-    let second = path("second.json");
-    let out = bench(
-        &cases,
-        &[
-            "--strategies",
-            "context-kv",
-            "--truth",
-            &first,
-            "--output",
-            &second,
-        ],
+    let again = written(
+        &path("second.json"),
+        &["--strategies", "context-kv", "--truth", &first],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let again = read(&second);
     assert_eq!(again["cases"][0]["exact_loo"], c["exact_loo"]);
     assert_eq!(again["truth_from"], first.as_str());
     assert!(max_diff(&scores(&again["cases"][0]["runs"][0]["scores"]), &cached) < 1e-9);

@@ -64,6 +64,23 @@ fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// The full coalition, the empty one, and every leave-one-out.
+fn full_empty_and_leave_one_out(n: usize) -> Vec<Coalition> {
+    let mut coalitions = vec![Coalition::full(n), Coalition::empty(n)];
+    coalitions.extend((0..n).map(|i| Coalition::full(n).without(i)));
+    coalitions
+}
+
+/// The coalitions' values on the exact engine.
+fn exact_values(r: &CiteRequest, coalitions: &[Coalition]) -> Vec<Vec<f64>> {
+    let mut exact_engine = engine(r);
+    let mut exact = AnswerGame {
+        engine: &mut exact_engine,
+        aggregate: Aggregate::Sum,
+    };
+    values(&mut exact, coalitions)
+}
+
 fn options(strategy: Strategy) -> ScaleOptions<'static> {
     ScaleOptions {
         strategy,
@@ -95,14 +112,8 @@ fn position_independent_caches_are_exact_with_one_passage() {
 fn in_context_caches_are_exact_for_the_full_prompt_and_approximate_elsewhere() {
     let r = request(&PASSAGES, Method::LeaveOneOut);
     let n = PASSAGES.len();
-    let mut exact_engine = engine(&r);
-    let mut exact = AnswerGame {
-        engine: &mut exact_engine,
-        aggregate: Aggregate::Sum,
-    };
-    let mut coalitions = vec![Coalition::full(n), Coalition::empty(n)];
-    coalitions.extend((0..n).map(|i| Coalition::full(n).without(i)));
-    let want = values(&mut exact, &coalitions);
+    let coalitions = full_empty_and_leave_one_out(n);
+    let want = exact_values(&r, &coalitions);
     for encoding in [
         PassageEncoding::InContext { refresh: 0 },
         PassageEncoding::Independent,
@@ -134,16 +145,10 @@ fn in_context_caches_are_exact_for_the_full_prompt_and_approximate_elsewhere() {
 fn refreshing_everything_after_the_gap_is_exact_and_a_partial_refresh_is_counted() {
     let r = request(&PASSAGES, Method::LeaveOneOut);
     let n = PASSAGES.len();
-    let mut exact_engine = engine(&r);
-    let mut exact = AnswerGame {
-        engine: &mut exact_engine,
-        aggregate: Aggregate::Sum,
-    };
-    let mut coalitions = vec![Coalition::full(n), Coalition::empty(n)];
-    coalitions.extend((0..n).map(|i| Coalition::full(n).without(i)));
+    let mut coalitions = full_empty_and_leave_one_out(n);
     // Two gaps: the refresh starts at the first and runs through the second.
     coalitions.push(Coalition::full(n).without(1).without(4));
-    let want = values(&mut exact, &coalitions);
+    let want = exact_values(&r, &coalitions);
     let fused = |refresh| {
         let mut game = FusedGame::new(
             &engine(&r),
