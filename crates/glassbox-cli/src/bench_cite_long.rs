@@ -154,6 +154,10 @@ struct CaseRun {
     exact_loo: Truth,
     #[serde(skip_serializing_if = "Option::is_none")]
     shapley: Option<Truth>,
+    /// Shapley ran in this run (its time is this machine's) even though the leave-one-out
+    /// came from the report named by `truth_from`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    shapley_computed_here: bool,
     /// Outliers of exact leave-one-out (the relevant set of the AP).
     outliers: Vec<usize>,
     gold: Vec<usize>,
@@ -405,7 +409,18 @@ pub(crate) fn run(args: CiteLongBenchArgs, out: &Output) -> anyhow::Result<()> {
         Some(path) => Some(read_truth(path, &model.info().name, &cases)?),
         None => None,
     };
-    let mut runs = Vec::with_capacity(cases.len());
+    let mut report = Report {
+        model: model.info().name.clone(),
+        proxy: proxy.as_ref().map(|p| p.info().name.clone()),
+        threads: rayon::current_num_threads(),
+        cpu: cpu_name(),
+        seed: args.seed,
+        group_size: args.group_size,
+        expand_share: args.expand_share,
+        permutations: args.permutations,
+        truth_from: args.truth.clone(),
+        cases: Vec::with_capacity(cases.len()),
+    };
     for (k, case) in cases.iter().enumerate() {
         // The budget to beat: generating the answer greedily from the full prompt.
         let mut generate = request(case, Method::LeaveOneOut, args.seed)?;
@@ -413,22 +428,25 @@ pub(crate) fn run(args: CiteLongBenchArgs, out: &Output) -> anyhow::Result<()> {
         let started = Instant::now();
         let generated = prepare(&model, &generate)?;
         let generation_seconds = started.elapsed().as_secs_f64();
-        let (loo, shapley) = match &earlier {
+        let (loo, earlier_shapley) = match &earlier {
             Some(truths) => truths[k].clone(),
-            None => {
-                let exact = cite(&model, &request(case, Method::LeaveOneOut, args.seed)?)?;
-                let shapley = if k < args.shapley_cases {
-                    let m = Method::PermutationShapley {
-                        permutations: args.permutations,
-                    };
-                    Some(truth(
-                        &cite(&model, &request(case, m, args.seed)?)?.attribution,
-                    ))
-                } else {
-                    None
-                };
-                (truth(&exact.attribution), shapley)
-            }
+            None => (
+                truth(&cite(&model, &request(case, Method::LeaveOneOut, args.seed)?)?.attribution),
+                None,
+            ),
+        };
+        // Shapley is the costliest truth, so an earlier report's is kept, and the cases it
+        // lacks there can be added by a later run (`--truth` with more `--shapley-cases`).
+        let compute_shapley = earlier_shapley.is_none() && k < args.shapley_cases;
+        let shapley = if compute_shapley {
+            let m = Method::PermutationShapley {
+                permutations: args.permutations,
+            };
+            Some(truth(
+                &cite(&model, &request(case, m, args.seed)?)?.attribution,
+            ))
+        } else {
+            earlier_shapley
         };
         let relevant = outliers(&loo.scores);
         let mut strategy_runs = Vec::new();
@@ -490,6 +508,7 @@ pub(crate) fn run(args: CiteLongBenchArgs, out: &Output) -> anyhow::Result<()> {
             generated_tokens: generated.answer.len(),
             exact_loo: loo,
             shapley,
+            shapley_computed_here: earlier.is_some() && compute_shapley,
             outliers: relevant,
             gold: case.gold.clone(),
             runs: strategy_runs,
@@ -497,23 +516,12 @@ pub(crate) fn run(args: CiteLongBenchArgs, out: &Output) -> anyhow::Result<()> {
         if !out.json {
             eprintln!("{}", case_line(&run));
         }
-        runs.push(run);
-    }
-    let report = Report {
-        model: model.info().name.clone(),
-        proxy: proxy.as_ref().map(|p| p.info().name.clone()),
-        threads: rayon::current_num_threads(),
-        cpu: cpu_name(),
-        seed: args.seed,
-        group_size: args.group_size,
-        expand_share: args.expand_share,
-        permutations: args.permutations,
-        truth_from: args.truth.clone(),
-        cases: runs,
-    };
-    if let Some(path) = &args.output {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        report.cases.push(run);
+        // Written after every case: a run of hours that is stopped keeps what it finished.
+        if let Some(path) = &args.output {
+            std::fs::write(path, serde_json::to_string_pretty(&report)?)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        }
     }
     if out.json {
         return out.print_json(&report);
@@ -537,8 +545,13 @@ fn case_line(c: &CaseRun) -> String {
             )
         })
         .collect();
+    let shapley = match &c.shapley {
+        Some(t) if c.shapley_computed_here => format!(", Shapley {:.1}s (this run)", t.seconds),
+        Some(t) => format!(", Shapley {:.1}s", t.seconds),
+        None => String::new(),
+    };
     format!(
-        "{} ({} passages, {} tokens): generate {:.1}s, exact LOO {:.1}s; {}",
+        "{} ({} passages, {} tokens): generate {:.1}s, exact LOO {:.1}s{shapley}; {}",
         c.id,
         c.passages,
         c.prompt_tokens,
@@ -637,8 +650,31 @@ fn print_summary(r: &Report) {
         .iter()
         .filter(|c| c.gold.contains(&ranking(&c.exact_loo.scores)[0]))
         .count();
+    // The ground truths against each other: how far LOO-quality is from Shapley-quality.
+    let (loo_vs_shapley, loo_top1_shapley) = if with_shapley.is_empty() {
+        (String::new(), String::new())
+    } else {
+        let pairs = || {
+            with_shapley
+                .iter()
+                .map(|c| (&c.exact_loo.scores, &c.shapley.as_ref().expect("filtered").scores))
+        };
+        (
+            format!(
+                "{:.3}",
+                mean(pairs().filter_map(|(l, s)| spearman_or_none(l, s)))
+            ),
+            format!(
+                "{}/{}",
+                pairs()
+                    .filter(|(l, s)| top_k_agreement(l, s, 1) == 1.0)
+                    .count(),
+                with_shapley.len()
+            ),
+        )
+    };
     println!(
-        "| exact LOO | {:.1} | {:.0} | 1.0x | {:.1}x | 1 | {}/{n} | 1 | 1 | {exact_gold}/{n} | | |",
+        "| exact LOO | {:.1} | {:.0} | 1.0x | {:.1}x | 1 | {}/{n} | 1 | 1 | {exact_gold}/{n} | {loo_vs_shapley} | {loo_top1_shapley} |",
         mean(cs.iter().map(|c| c.exact_loo.seconds)),
         mean(cs.iter().map(|c| c.exact_loo.tokens as f64)),
         median(

@@ -748,14 +748,10 @@ fn cite_long_bench_reuses_its_ground_truth_and_a_full_refresh_is_exact_leave_one
     std::fs::write(&cases, format!("{}\n", case("T1"))).unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     let bench = |cases: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "bench",
-            "cite-long",
-            "--cases",
-            cases.to_str().unwrap(),
-            "--shapley-cases",
-            "0",
-        ];
+        let mut args = vec!["bench", "cite-long", "--cases", cases.to_str().unwrap()];
+        if !extra.contains(&"--shapley-cases") {
+            args.extend_from_slice(&["--shapley-cases", "0"]);
+        }
         args.extend_from_slice(extra);
         glassbox(&args)
     };
@@ -811,6 +807,27 @@ fn cite_long_bench_reuses_its_ground_truth_and_a_full_refresh_is_exact_leave_one
     assert_eq!(again["cases"][0]["exact_loo"], c["exact_loo"]);
     assert_eq!(again["truth_from"], first.as_str());
     assert!(max_diff(&scores(&again["cases"][0]["runs"][0]["scores"]), &cached) < 1e-9);
+    assert!(again["cases"][0].get("shapley").is_none());
+
+    // Shapley the earlier report lacks is added here, and said to be; once there, it is kept.
+    let shapley_args = ["--shapley-cases", "1", "--permutations", "4"];
+    let with_shapley = path("third.json");
+    let mut args = vec!["--strategies", "context-kv", "--truth", first.as_str()];
+    args.extend_from_slice(&shapley_args);
+    let third = written(&with_shapley, &args);
+    let added = &third["cases"][0];
+    assert_eq!(added["exact_loo"], c["exact_loo"]);
+    assert_eq!(added["shapley_computed_here"], true);
+    assert_eq!(
+        scores(&added["shapley"]["std_errors"]).len(),
+        loo.len(),
+        "{added}"
+    );
+    let mut args = vec!["--strategies", "context-kv", "--truth", with_shapley.as_str()];
+    args.extend_from_slice(&shapley_args);
+    let fourth = written(&path("fourth.json"), &args);
+    assert_eq!(fourth["cases"][0]["shapley"], added["shapley"]);
+    assert!(fourth["cases"][0].get("shapley_computed_here").is_none());
 
     // Bad input.
     assert_exit(
