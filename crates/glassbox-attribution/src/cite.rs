@@ -639,61 +639,38 @@ pub fn prepare_generating(
     })
 }
 
-/// Attributes the answer to the passages (and, on request, refines the top ones).
-pub fn cite(model: &Model, request: &CiteRequest) -> Result<CiteReport, AttributionError> {
-    let Prepared {
-        prompt,
-        units,
-        answer,
-        answer_tokens,
-        answer_text,
-        generated,
-        frame,
-    } = prepare(model, request)?;
-    let attribution = attribute(
-        model,
-        request,
-        prompt,
-        units,
-        &answer,
-        &answer_tokens,
-        request.method,
-    )?;
+/// One refined level attributed: its prompt (the passages' prompt text, cut into finer
+/// units), its units, and the method to use on it.
+pub type LevelAttribution<'a> =
+    dyn FnMut(SegmentedPrompt, Vec<Unit>, Method) -> Result<Attribution, AttributionError> + 'a;
 
-    let mut refinements = Vec::new();
-    for &p in attribution.ranking(0).iter().take(request.refine_passages) {
-        let level = Level::Sentences { passage: p };
-        let (prompt, units) = segmented(request, &frame, &level);
+/// Refines the first `request.refine_passages` passages of `ranking` into sentences (and, with
+/// `refine_words`, each one's top sentence into words), every level attributed by
+/// `attribute_level`. The exact path and the estimates at scale share this walk and differ
+/// only in how a level is attributed.
+pub fn refine(
+    request: &CiteRequest,
+    prepared: &Prepared,
+    ranking: &[usize],
+    attribute_level: &mut LevelAttribution<'_>,
+) -> Result<Vec<Refinement>, AttributionError> {
+    let mut level_of = |level: Level| {
+        let (prompt, units) = segmented(request, &prepared.frame, &level);
         let method = method_for(request.method, units.len());
-        let sentence_level = attribute(
-            model,
-            request,
-            prompt,
-            units,
-            &answer,
-            &answer_tokens,
-            method,
-        )?;
+        attribute_level(prompt, units, method)
+    };
+    let mut refinements = Vec::new();
+    for &p in ranking.iter().take(request.refine_passages) {
+        let sentence_level = level_of(Level::Sentences { passage: p })?;
         let mut nested = Vec::new();
         if request.refine_words {
             let top = sentence_level.ranking(0)[0];
-            let level = Level::Words {
-                passage: p,
-                sentence: top,
-            };
-            let (prompt, units) = segmented(request, &frame, &level);
-            let method = method_for(request.method, units.len());
             nested.push(Refinement {
                 parent_unit: top,
-                attribution: attribute(
-                    model,
-                    request,
-                    prompt,
-                    units,
-                    &answer,
-                    &answer_tokens,
-                    method,
-                )?,
+                attribution: level_of(Level::Words {
+                    passage: p,
+                    sentence: top,
+                })?,
                 refinements: Vec::new(),
             });
         }
@@ -703,12 +680,40 @@ pub fn cite(model: &Model, request: &CiteRequest) -> Result<CiteReport, Attribut
             refinements: nested,
         });
     }
+    Ok(refinements)
+}
+
+/// Attributes the answer to the passages (and, on request, refines the top ones).
+pub fn cite(model: &Model, request: &CiteRequest) -> Result<CiteReport, AttributionError> {
+    let prepared = prepare(model, request)?;
+    let level = |prompt, units, method| {
+        attribute(
+            model,
+            request,
+            prompt,
+            units,
+            &prepared.answer,
+            &prepared.answer_tokens,
+            method,
+        )
+    };
+    let attribution = level(
+        prepared.prompt.clone(),
+        prepared.units.clone(),
+        request.method,
+    )?;
+    let refinements = refine(
+        request,
+        &prepared,
+        &attribution.ranking(0),
+        &mut |p, u, m| level(p, u, m),
+    )?;
     Ok(CiteReport {
         schema: CITE_SCHEMA.into(),
         question: request.question.trim().to_string(),
-        answer: answer_text,
-        answer_tokens,
-        answer_generated: generated,
+        answer: prepared.answer_text,
+        answer_tokens: prepared.answer_tokens,
+        answer_generated: prepared.generated,
         attribution,
         refinements,
         approximation: None,

@@ -88,10 +88,12 @@ pub(crate) struct CiteLongBenchArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Take the ground truth (exact leave-one-out, and Shapley where it ran) from this earlier
-    /// report of the same model and cases instead of recomputing it; the generation is timed
-    /// again here. Its times are the earlier machine's.
+    /// report of the same model instead of recomputing it; the generation is timed again here.
+    /// Repeatable: each case's leave-one-out comes from the first report that has the case and
+    /// its Shapley from the first that has Shapley for it, so runs that each added Shapley to
+    /// some cases combine. Their times are the earlier machines'.
     #[arg(long)]
-    truth: Option<PathBuf>,
+    truth: Vec<PathBuf>,
     /// Write the whole report as JSON here.
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -155,7 +157,7 @@ struct CaseRun {
     #[serde(skip_serializing_if = "Option::is_none")]
     shapley: Option<Truth>,
     /// Shapley ran in this run (its time is this machine's) even though the leave-one-out
-    /// came from the report named by `truth_from`.
+    /// came from the reports named by `truth_from`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     shapley_computed_here: bool,
     /// Outliers of exact leave-one-out (the relevant set of the AP).
@@ -180,39 +182,52 @@ struct EarlierCase {
     shapley: Option<Truth>,
 }
 
-/// The ground truth of `cases` from an earlier report of `model`.
+/// The ground truth of `cases` from earlier reports of `model`: each case's leave-one-out from
+/// the first report that has it, its Shapley from the first that has Shapley for it.
 fn read_truth(
-    path: &std::path::Path,
+    paths: &[PathBuf],
     model: &str,
     cases: &[Case],
 ) -> anyhow::Result<Vec<(Truth, Option<Truth>)>> {
-    let text = crate::input::read_text(path)?;
-    let earlier: EarlierReport = serde_json::from_str(&text)
-        .map_err(|e| UsageError(format!("{} is not a cite-long report: {e}", path.display())))?;
-    if earlier.model != model {
-        return Err(UsageError(format!(
-            "{} was made with {}, not {model}",
-            path.display(),
-            earlier.model
-        ))
-        .into());
+    let mut reports = Vec::with_capacity(paths.len());
+    for path in paths {
+        let text = crate::input::read_text(path)?;
+        let earlier: EarlierReport = serde_json::from_str(&text).map_err(|e| {
+            UsageError(format!("{} is not a cite-long report: {e}", path.display()))
+        })?;
+        if earlier.model != model {
+            return Err(UsageError(format!(
+                "{} was made with {}, not {model}",
+                path.display(),
+                earlier.model
+            ))
+            .into());
+        }
+        reports.push(earlier);
     }
     cases
         .iter()
         .map(|case| {
-            let found = earlier
-                .cases
-                .iter()
-                .find(|c| c.id == case.id && c.passages == case.passages.len())
-                .ok_or_else(|| {
-                    UsageError(format!(
-                        "{} has no case {} with {} passages",
-                        path.display(),
-                        case.id,
-                        case.passages.len()
-                    ))
-                })?;
-            Ok((found.exact_loo.clone(), found.shapley.clone()))
+            let mut found = reports.iter().flat_map(|r| {
+                r.cases
+                    .iter()
+                    .filter(|c| c.id == case.id && c.passages == case.passages.len())
+            });
+            let loo = found.clone().next().ok_or_else(|| {
+                UsageError(format!(
+                    "{} {} no case {} with {} passages",
+                    paths
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if paths.len() == 1 { "has" } else { "have" },
+                    case.id,
+                    case.passages.len()
+                ))
+            })?;
+            let shapley = found.find_map(|c| c.shapley.clone());
+            Ok((loo.exact_loo.clone(), shapley))
         })
         .collect()
 }
@@ -227,9 +242,9 @@ struct Report {
     group_size: usize,
     expand_share: f64,
     permutations: usize,
-    /// The earlier report the ground truth came from (its times are that run's).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    truth_from: Option<PathBuf>,
+    /// The earlier reports the ground truth came from (their times are those runs').
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    truth_from: Vec<PathBuf>,
     cases: Vec<CaseRun>,
 }
 
@@ -405,9 +420,9 @@ pub(crate) fn run(args: CiteLongBenchArgs, out: &Output) -> anyhow::Result<()> {
     for name in names.iter().filter(|n| *n != REORDERED) {
         configure(name, &args, proxy.as_ref())?;
     }
-    let earlier = match &args.truth {
-        Some(path) => Some(read_truth(path, &model.info().name, &cases)?),
-        None => None,
+    let earlier = match args.truth.as_slice() {
+        [] => None,
+        paths => Some(read_truth(paths, &model.info().name, &cases)?),
     };
     let mut report = Report {
         model: model.info().name.clone(),
@@ -590,10 +605,15 @@ fn print_summary(r: &Report) {
         r.expand_share,
         r.permutations
     );
-    if let Some(path) = &r.truth_from {
+    if !r.truth_from.is_empty() {
+        let from: Vec<_> = r
+            .truth_from
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
         println!(
-            "Ground truth from {}: its exact LOO and Shapley times, and the speed-ups over exact LOO, are that run's.",
-            path.display()
+            "Ground truth from {}: exact LOO and Shapley times, and the speed-ups over exact LOO, are those runs' (Shapley marked \"this run\" excepted).",
+            from.join(", ")
         );
     }
     println!(
@@ -655,9 +675,12 @@ fn print_summary(r: &Report) {
         (String::new(), String::new())
     } else {
         let pairs = || {
-            with_shapley
-                .iter()
-                .map(|c| (&c.exact_loo.scores, &c.shapley.as_ref().expect("filtered").scores))
+            with_shapley.iter().map(|c| {
+                (
+                    &c.exact_loo.scores,
+                    &c.shapley.as_ref().expect("filtered").scores,
+                )
+            })
         };
         (
             format!(

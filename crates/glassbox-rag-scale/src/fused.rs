@@ -143,6 +143,7 @@ pub struct FusedGame<'m> {
     encoding: PassageEncoding,
     aggregate: Aggregate,
     header: KvCache,
+    header_ids: Vec<u32>,
     caches: Vec<KvCache>,
     blocks: Vec<Block>,
     tail: Vec<u32>,
@@ -237,7 +238,7 @@ impl<'m> FusedGame<'m> {
             engine,
             encoding,
             aggregate,
-            header_cache,
+            (header_cache, header),
             caches,
             blocks,
             tail,
@@ -251,7 +252,7 @@ impl<'m> FusedGame<'m> {
         engine: &Engine<'m>,
         encoding: PassageEncoding,
         aggregate: Aggregate,
-        header: KvCache,
+        header: (KvCache, Vec<u32>),
         caches: Vec<KvCache>,
         blocks: Vec<Block>,
         tail: Vec<u32>,
@@ -260,7 +261,8 @@ impl<'m> FusedGame<'m> {
             model: engine.model(),
             encoding,
             aggregate,
-            header,
+            header: header.0,
+            header_ids: header.1,
             caches,
             blocks,
             tail,
@@ -319,11 +321,97 @@ impl<'m> FusedGame<'m> {
             engine,
             PassageEncoding::InContext { refresh },
             aggregate,
-            header_cache,
+            (header_cache, header),
             caches,
             blocks,
             tail,
         ))
+    }
+
+    /// The same caches cut finer: the game of `engine`'s prompt, which is this game's text
+    /// with a unit cut into smaller ones (a passage's sentences, a sentence's words) and the
+    /// other units fixed. Its blocks are stretches of this game's, so a refinement costs its
+    /// coalitions' tails and nothing is cached again.
+    pub fn refine(&self, engine: &Engine<'m>) -> Result<FusedGame<'m>, AttributionError> {
+        let mismatch = || {
+            AttributionError::BadInput(
+                "a refined prompt must be this game's prompt text cut at its token boundaries \
+                 (each finer unit within one passage), with the same answer"
+                    .into(),
+            )
+        };
+        let (header, middle, tail) = split(engine.pieces())?;
+        if engine.answer() != self.answer {
+            return Err(mismatch());
+        }
+        let h = self.header_ids.len();
+        let body: usize = self.blocks.iter().map(|b| b.ids.len()).sum();
+        let pieces = std::iter::once((None, header.as_slice()))
+            .chain(middle)
+            .chain(std::iter::once((None, tail.as_slice())));
+        // Walk both tokenizations together: the refined pieces' tokens must be this game's
+        // header, blocks and tail in order; a refined unit must lie within one block, while
+        // fixed text may span several (it is cut at their edges).
+        let mut blocks = Vec::new();
+        let (mut at, mut k, mut block_start) = (0usize, 0usize, h);
+        for (unit, ids) in pieces {
+            let mut rest = ids;
+            while !rest.is_empty() {
+                let (expected, take) = if at < h {
+                    let take = (h - at).min(rest.len());
+                    (&self.header_ids[at..at + take], take)
+                } else if at >= h + body {
+                    let from = at - h - body;
+                    let take = (self.tail.len().saturating_sub(from)).min(rest.len());
+                    (self.tail.get(from..from + take).ok_or_else(mismatch)?, take)
+                } else {
+                    while at >= block_start + self.blocks[k].ids.len() {
+                        block_start += self.blocks[k].ids.len();
+                        k += 1;
+                    }
+                    let b = &self.blocks[k];
+                    let within = at - block_start;
+                    let take = (b.ids.len() - within).min(rest.len());
+                    if take > 0 {
+                        blocks.push(Block {
+                            unit,
+                            cache: b.cache,
+                            tokens: b.tokens.start + within..b.tokens.start + within + take,
+                            ids: rest[..take].to_vec(),
+                        });
+                    }
+                    (&b.ids[within..within + take], take)
+                };
+                let outside_blocks = at < h || at >= h + body;
+                if take == 0
+                    || rest[..take] != *expected
+                    || (unit.is_some() && (outside_blocks || take < rest.len()))
+                {
+                    return Err(mismatch());
+                }
+                at += take;
+                rest = &rest[take..];
+            }
+        }
+        if at != h + body + self.tail.len() {
+            return Err(mismatch());
+        }
+        Ok(Self {
+            model: self.model,
+            encoding: self.encoding,
+            aggregate: self.aggregate,
+            header: self.header.clone(),
+            header_ids: self.header_ids.clone(),
+            caches: self.caches.clone(),
+            blocks,
+            tail: self.tail.clone(),
+            answer: self.answer.clone(),
+            units: engine.units(),
+            memo: HashMap::new(),
+            stats: EngineStats::default(),
+            cache_seconds: 0.0,
+            cache_tokens: 0,
+        })
     }
 
     pub fn encoding(&self) -> PassageEncoding {

@@ -26,7 +26,7 @@ use std::num::NonZeroUsize;
 use std::time::Instant;
 
 use glassbox_attribution::cite::{
-    CiteRequest, CiteTarget, answer_targets, package, prepare, prepare_generating,
+    CiteRequest, CiteTarget, answer_targets, package, prepare, prepare_generating, refine,
 };
 use glassbox_attribution::{
     AnswerGame, AttributionError, Engine, EngineStats, Estimate, Game, Method, Segment,
@@ -87,11 +87,6 @@ impl ScaleOptions<'_> {
         if !matches!(request.target, CiteTarget::LogProb(_)) {
             return bad(
                 "approximations attribute the answer's log-probability (--target sum or mean)",
-            );
-        }
-        if request.refine_passages > 0 {
-            return bad(
-                "--refine is not available with approximations; refine with the exact path",
             );
         }
         if matches!(self.strategy, Strategy::OnePass(_)) && self.hierarchy.is_some() {
@@ -166,7 +161,9 @@ pub fn cite_at_scale(
             params: json!({ "model": proxy.info().name }),
         });
     }
-    let (method, estimate, stats) = match options.strategy {
+    // The passages' game stays, when it holds caches, so that refinements cut it finer
+    // instead of caching again.
+    let (method, passage_estimate, stats, passages_game) = match options.strategy {
         Strategy::OnePass(how) => {
             steps.push(ApproximationStep {
                 name: how.name().into(),
@@ -174,19 +171,8 @@ pub fn cite_at_scale(
                 params: how.params(),
             });
             let (estimate, tokens) = one_pass(&engine, how, aggregate)?;
-            let stats = EngineStats {
-                evaluations: 1,
-                forward_passes: 1,
-                tokens,
-                tokens_from_scratch: tokens,
-                seconds: started.elapsed().as_secs_f64(),
-            };
-            let info = MethodInfo {
-                name: how.name().into(),
-                params: how.params(),
-                seed: None,
-            };
-            (info, estimate, stats)
+            let info = method_info(options.strategy, request.method, request.seed, &estimate);
+            (info, estimate, one_pass_stats(tokens, started), None)
         }
         Strategy::Cached(encoding) => {
             let mut game = match &prompt_cache {
@@ -211,11 +197,9 @@ pub fn cite_at_scale(
                 }),
             });
             let estimate = run(&mut game, request, options, &mut steps)?;
-            (
-                method_info(request, &estimate),
-                estimate,
-                game.stats().clone(),
-            )
+            let info = method_info(options.strategy, request.method, request.seed, &estimate);
+            let stats = game.stats().clone();
+            (info, estimate, stats, Some(game))
         }
         Strategy::Exact => {
             let mut game = AnswerGame {
@@ -223,21 +207,11 @@ pub fn cite_at_scale(
                 aggregate,
             };
             let estimate = run(&mut game, request, options, &mut steps)?;
-            (
-                method_info(request, &estimate),
-                estimate,
-                engine.stats().clone(),
-            )
+            let info = method_info(options.strategy, request.method, request.seed, &estimate);
+            (info, estimate, engine.stats().clone(), None)
         }
     };
     let seconds = started.elapsed().as_secs_f64();
-    let mut estimate = estimate;
-    let mut targets = answer_targets(aggregate, &on_target.answer_tokens);
-    if options.proxy.is_some() || estimate.scores.len() == 1 {
-        // Per-token targets are the estimator's tokens; only the whole answer transfers.
-        targets.truncate(1);
-        truncate_to_headline(&mut estimate);
-    }
     let cost = Cost {
         evaluations: stats.evaluations,
         forward_passes: stats.forward_passes,
@@ -251,21 +225,77 @@ pub fn cite_at_scale(
             target,
             request,
             &on_target,
-            &estimate.scores[0],
+            &passage_estimate.scores[0],
             k,
         )?),
     };
     let estimate_of = format!("{} on {}", method.name, target.info().name);
-    let mut attribution = package(
-        estimator,
+    let package_on_target = |method: MethodInfo, units, mut estimate: Estimate, cost| {
+        let mut targets = answer_targets(aggregate, &on_target.answer_tokens);
+        if options.proxy.is_some() || estimate.scores.len() == 1 {
+            // Per-token targets are the estimator's tokens; only the whole answer transfers.
+            targets.truncate(1);
+            truncate_to_headline(&mut estimate);
+        }
+        let mut attribution = package(estimator, request, method, units, targets, estimate, cost);
+        attribution.model = target.info().name.clone();
+        attribution
+    };
+    let attribution = package_on_target(method, on_target.units.clone(), passage_estimate, cost);
+    let refinements = refine(
         request,
-        method,
-        on_target.units.clone(),
-        targets,
-        estimate,
-        cost,
-    );
-    attribution.model = target.info().name.clone();
+        prepared,
+        &attribution.ranking(0),
+        &mut |prompt, units, method| {
+            let mut engine = Engine::new(
+                estimator,
+                prompt,
+                request.perturbation.clone(),
+                prepared.answer.clone(),
+            )?;
+            let started = Instant::now();
+            let (estimate, stats) = match (&passages_game, options.strategy) {
+                (Some(game), _) => {
+                    let mut level = game.refine(&engine)?;
+                    let estimate = estimate(method, &mut level, request.seed)?;
+                    (estimate, level.stats().clone())
+                }
+                (None, Strategy::OnePass(how)) => {
+                    let (estimate, tokens) = one_pass(&engine, how, aggregate)?;
+                    (estimate, one_pass_stats(tokens, started))
+                }
+                (None, _) => {
+                    let mut game = AnswerGame {
+                        engine: &mut engine,
+                        aggregate,
+                    };
+                    let estimate = estimate(method, &mut game, request.seed)?;
+                    (estimate, engine.stats().clone())
+                }
+            };
+            let info = method_info(options.strategy, method, request.seed, &estimate);
+            let cost = Cost {
+                evaluations: stats.evaluations,
+                forward_passes: stats.forward_passes,
+                tokens: stats.tokens,
+                tokens_from_scratch: stats.tokens_from_scratch,
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            Ok(package_on_target(info, units, estimate, cost))
+        },
+    )?;
+    if !refinements.is_empty() {
+        steps.push(ApproximationStep {
+            name: "refined".into(),
+            description: "the top passages cut into sentences (and their top sentence into \
+                          words), each level estimated the same way, on the same caches"
+                .into(),
+            params: json!({
+                "passages": request.refine_passages,
+                "words": request.refine_words,
+            }),
+        });
+    }
     Ok(CiteReport {
         schema: CITE_SCHEMA.into(),
         question: request.question.trim().to_string(),
@@ -273,13 +303,24 @@ pub fn cite_at_scale(
         answer_tokens: on_target.answer_tokens.clone(),
         answer_generated: on_target.generated,
         attribution,
-        refinements: Vec::new(),
+        refinements,
         approximation: Some(Approximation {
             estimate_of,
             steps,
             check,
         }),
     })
+}
+
+/// The work of a one-pass estimate (one forward, and a backward for gradients).
+fn one_pass_stats(tokens: usize, started: Instant) -> EngineStats {
+    EngineStats {
+        evaluations: 1,
+        forward_passes: 1,
+        tokens,
+        tokens_from_scratch: tokens,
+        seconds: started.elapsed().as_secs_f64(),
+    }
 }
 
 /// Generates the answer as `prepare` would, but from a cache of the prompt before its tail,
@@ -357,11 +398,19 @@ fn run(
     }
 }
 
-fn method_info(request: &CiteRequest, estimate: &Estimate) -> MethodInfo {
-    MethodInfo {
-        name: request.method.name().into(),
-        params: estimate.params.clone(),
-        seed: request.method.is_sampled().then_some(request.seed),
+/// What made an estimate: the one-pass method itself, or `method` on the coalition game.
+fn method_info(strategy: Strategy, method: Method, seed: u64, estimate: &Estimate) -> MethodInfo {
+    match strategy {
+        Strategy::OnePass(how) => MethodInfo {
+            name: how.name().into(),
+            params: how.params(),
+            seed: None,
+        },
+        _ => MethodInfo {
+            name: method.name().into(),
+            params: estimate.params.clone(),
+            seed: method.is_sampled().then_some(seed),
+        },
     }
 }
 

@@ -1,7 +1,7 @@
 //! Each approximation against the exact computation where it must equal it, on the default
 //! model: position-independent caches with one passage, in-context caches for the full
-//! prompt, hierarchy with groups of one, a proxy that is the target; and bad input, and
-//! determinism by seed.
+//! prompt, hierarchy with groups of one, a proxy that is the target, refinements on caches
+//! that recompute everything after a gap; and bad input, and determinism by seed.
 
 #[path = "../../glassbox-attribution/tests/common/mod.rs"]
 mod common;
@@ -288,6 +288,87 @@ fn in_context_caches_shared_with_the_generation_give_the_same_answer_and_scores(
         assert!((x - y).abs() < 1e-3, "{x} vs {y}");
     }
     assert!(shared.attribution.cost.tokens < separate.attribution.cost.tokens);
+}
+
+/// Passages of several sentences, for refinements.
+const STORIES: [&str; 4] = [
+    "The Vellmora lighthouse stands on the northern cape of Saltreach Island. Its lamp was converted to electricity in 1931.",
+    "Ferries to Saltreach leave twice a day from Port Anvell. The crossing takes an hour.",
+    "A storm wrecked the lighthouse in 1871. It was rebuilt in 1874 by the engineer Ottilie Brask. The keeper's cottage now houses a museum.",
+    "A second lighthouse, at Corran Point, was built in 1902 by Edwin Marr. Its first keeper was Ada Marr.",
+];
+
+#[test]
+fn refinements_cut_the_passages_caches_and_are_exact_when_everything_after_a_gap_is_recomputed() {
+    let mut r = request(&STORIES, Method::LeaveOneOut);
+    r.refine_passages = 1;
+    let exact = cite(model(), &r).unwrap();
+    let want = &exact.refinements[0];
+    assert_eq!(want.parent_unit, 2);
+    assert_eq!(want.attribution.units.len(), 3);
+    let at_scale = |strategy| cite_at_scale(model(), &r, &options(strategy)).unwrap();
+
+    let whole = at_scale(Strategy::Cached(PassageEncoding::InContext {
+        refresh: 100_000,
+    }));
+    let got = &whole.refinements[0];
+    assert_eq!(got.parent_unit, 2);
+    assert_eq!(got.attribution.units, want.attribution.units);
+    let d = max_diff(&got.attribution.scores, &want.attribution.scores);
+    assert!(
+        d < 1e-3,
+        "{:?} vs {:?}",
+        got.attribution.scores,
+        want.attribution.scores
+    );
+
+    // Without the refresh, an estimate on the same caches: the full prompt is still exact,
+    // the sentence that holds the answer still counts most, and only tails ran.
+    let cached = at_scale(Strategy::Cached(PassageEncoding::InContext { refresh: 0 }));
+    let level = &cached.refinements[0].attribution;
+    assert!((level.value_full[0] - want.attribution.value_full[0]).abs() < 1e-3);
+    assert!(max_diff(&level.scores, &want.attribution.scores) > 1e-4);
+    assert_eq!(level.ranking(0)[0], 1, "{:?}", level.scores);
+    assert!(
+        level.cost.tokens < level.cost.tokens_from_scratch / 2,
+        "{:?}",
+        level.cost
+    );
+    let steps = &cached.approximation.as_ref().unwrap().steps;
+    assert!(steps.iter().any(|s| s.name == "refined"), "{steps:?}");
+
+    // One-pass estimates refine their own top passage the same way, one pass per level.
+    let how = OnePass::Attention { layers: 4 };
+    let one_pass = at_scale(Strategy::OnePass(how));
+    let refined = &one_pass.refinements[0];
+    let top = one_pass.attribution.ranking(0)[0];
+    assert_eq!(refined.parent_unit, top);
+    let sentences = refined.attribution.units.iter().map(|u| u.text.as_str());
+    assert_eq!(sentences.collect::<Vec<_>>().join(" "), STORIES[top]);
+    assert_eq!(refined.attribution.cost.forward_passes, 1);
+}
+
+#[test]
+fn a_refinement_of_another_prompt_is_refused() {
+    let passages = request(&STORIES, Method::LeaveOneOut);
+    let game = FusedGame::new(
+        &engine(&passages),
+        PassageEncoding::InContext { refresh: 0 },
+        Aggregate::Sum,
+    )
+    .unwrap();
+    let other = request(&PASSAGES[..4], Method::LeaveOneOut);
+    let err = game.refine(&engine(&other)).err().unwrap().to_string();
+    assert!(err.contains("refined prompt"), "{err}");
+    // The same prompt is its own (trivial) refinement: the same values.
+    let mut same = game.refine(&engine(&passages)).unwrap();
+    let mut original = game;
+    let coalitions = full_empty_and_leave_one_out(STORIES.len());
+    let (a, b) = (
+        values(&mut same, &coalitions),
+        values(&mut original, &coalitions),
+    );
+    assert!(max_diff(&a, &b) < 1e-9, "{a:?} vs {b:?}");
 }
 
 #[test]
