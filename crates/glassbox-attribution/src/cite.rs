@@ -392,13 +392,7 @@ fn attribute(
         CiteTarget::AnswerIdentity => identity(model, &mut engine, answer, method, request.seed)?,
     };
     let stats = engine.stats().clone();
-    let cost = Cost {
-        evaluations: stats.evaluations,
-        forward_passes: stats.forward_passes,
-        tokens: stats.tokens,
-        tokens_from_scratch: stats.tokens_from_scratch,
-        seconds: started.elapsed().as_secs_f64(),
-    };
+    let cost = stats.cost(started.elapsed().as_secs_f64());
     let info = MethodInfo {
         name: method.name().into(),
         params: estimate.params.clone(),

@@ -75,6 +75,20 @@ pub struct EngineStats {
     pub seconds: f64,
 }
 
+impl EngineStats {
+    /// The counters as a report's cost, with the wall time of the whole job (which may
+    /// include more than the engine's evaluations).
+    pub fn cost(&self, seconds: f64) -> glassbox_report::Cost {
+        glassbox_report::Cost {
+            evaluations: self.evaluations,
+            forward_passes: self.forward_passes,
+            tokens: self.tokens,
+            tokens_from_scratch: self.tokens_from_scratch,
+            seconds,
+        }
+    }
+}
+
 /// A trie node: a KV cache shared by coalitions that agree so far, plus tokens not yet run.
 struct Node {
     cache: Option<KvCache>,

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use glassbox_attribution::cite::{CiteRequest, CiteTarget, Prepared};
 use glassbox_attribution::{AnswerGame, AttributionError, Coalition, Engine, Game};
-use glassbox_report::{Cost, FidelityCheck};
+use glassbox_report::FidelityCheck;
 use glassbox_runtime::Model;
 
 use crate::fidelity::{ranking, spearman_or_none};
@@ -55,12 +55,6 @@ pub fn check(
         units,
         estimate: picked,
         exact_loo,
-        cost: Cost {
-            evaluations: stats.evaluations,
-            forward_passes: stats.forward_passes,
-            tokens: stats.tokens,
-            tokens_from_scratch: stats.tokens_from_scratch,
-            seconds: started.elapsed().as_secs_f64(),
-        },
+        cost: stats.cost(started.elapsed().as_secs_f64()),
     })
 }

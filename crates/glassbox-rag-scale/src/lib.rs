@@ -32,9 +32,7 @@ use glassbox_attribution::{
     AnswerGame, AttributionError, Engine, EngineStats, Estimate, Game, Method, Segment,
     SegmentedPrompt, estimate,
 };
-use glassbox_report::{
-    Approximation, ApproximationStep, CITE_SCHEMA, CiteReport, Cost, MethodInfo,
-};
+use glassbox_report::{Approximation, ApproximationStep, CITE_SCHEMA, CiteReport, MethodInfo};
 use glassbox_runtime::{Capture, Continuation, GenerateOptions, KvCache, LogitsAt, Model, Row};
 use serde_json::json;
 
@@ -212,13 +210,7 @@ pub fn cite_at_scale(
         }
     };
     let seconds = started.elapsed().as_secs_f64();
-    let cost = Cost {
-        evaluations: stats.evaluations,
-        forward_passes: stats.forward_passes,
-        tokens: stats.tokens,
-        tokens_from_scratch: stats.tokens_from_scratch,
-        seconds,
-    };
+    let cost = stats.cost(seconds);
     let check = match options.check {
         0 => None,
         k => Some(check::check(
@@ -274,13 +266,7 @@ pub fn cite_at_scale(
                 }
             };
             let info = method_info(options.strategy, method, request.seed, &estimate);
-            let cost = Cost {
-                evaluations: stats.evaluations,
-                forward_passes: stats.forward_passes,
-                tokens: stats.tokens,
-                tokens_from_scratch: stats.tokens_from_scratch,
-                seconds: started.elapsed().as_secs_f64(),
-            };
+            let cost = stats.cost(started.elapsed().as_secs_f64());
             Ok(package_on_target(info, units, estimate, cost))
         },
     )?;

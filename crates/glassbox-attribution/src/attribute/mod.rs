@@ -631,13 +631,7 @@ pub fn attribute(
                 request.seed,
             )?;
             let s = engine.stats();
-            let cost = Cost {
-                evaluations: s.evaluations,
-                forward_passes: s.forward_passes,
-                tokens: s.tokens,
-                tokens_from_scratch: s.tokens_from_scratch,
-                seconds: 0.0,
-            };
+            let cost = s.cost(0.0);
             (units, estimate, cost)
         }
         TokenMethod::Gradient(method) => {
