@@ -16,7 +16,8 @@ use glassbox::Model;
 use glassbox::attribution::cite::{CiteRequest, cite, prepare};
 use glassbox::attribution::{Method, Perturbation};
 use glassbox::rag_scale::fidelity::{
-    average_precision, outliers, ranking, spearman_or_none, top_k_agreement,
+    RESOLVED_Z, average_precision, outliers, ranking, resolved, spearman_on, spearman_or_none,
+    top_k_agreement,
 };
 use glassbox::rag_scale::{
     DEFAULT_ATTENTION_LAYERS, ExpandRule, Hierarchy, OnePass, PassageEncoding, ScaleOptions,
@@ -99,6 +100,10 @@ pub(crate) struct CiteLongBenchArgs {
     output: Option<PathBuf>,
     #[arg(long)]
     force: bool,
+    /// Print the summary tables of this earlier report (`--output` of a run) and stop:
+    /// nothing is loaded or run.
+    #[arg(long, conflicts_with_all = ["output", "truth", "cases", "limit"])]
+    summarize: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -122,7 +127,7 @@ struct Truth {
     std_errors: Option<Vec<f64>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct StrategyRun {
     strategy: String,
     seconds: f64,
@@ -144,7 +149,7 @@ struct StrategyRun {
     scores: Vec<f64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct CaseRun {
     id: String,
     kind: Option<String>,
@@ -158,7 +163,7 @@ struct CaseRun {
     shapley: Option<Truth>,
     /// Shapley ran in this run (its time is this machine's) even though the leave-one-out
     /// came from the reports named by `truth_from`.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     shapley_computed_here: bool,
     /// Outliers of exact leave-one-out (the relevant set of the AP).
     outliers: Vec<usize>,
@@ -232,7 +237,7 @@ fn read_truth(
         .collect()
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Report {
     model: String,
     proxy: Option<String>,
@@ -243,9 +248,62 @@ struct Report {
     expand_share: f64,
     permutations: usize,
     /// The earlier reports the ground truth came from (their times are those runs').
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
     truth_from: Vec<PathBuf>,
     cases: Vec<CaseRun>,
+}
+
+/// `truth_from` as reports before repeatable `--truth` wrote it (one path) or as now (a list).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Paths {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    Ok(match Paths::deserialize(d)? {
+        Paths::One(p) => vec![p],
+        Paths::Many(ps) => ps,
+    })
+}
+
+/// What [`print_summary`] relies on and a report written by this bench always has: every case
+/// has the same strategies in the same order, and one score per passage everywhere.
+fn consistent(r: &Report) -> Result<(), String> {
+    let names = |c: &CaseRun| {
+        c.runs
+            .iter()
+            .map(|r| r.strategy.clone())
+            .collect::<Vec<_>>()
+    };
+    let first = r.cases.first().ok_or("the report has no cases")?;
+    for c in &r.cases {
+        if names(c) != names(first) {
+            return Err(format!(
+                "case {} ran other strategies than case {}",
+                c.id, first.id
+            ));
+        }
+        let lengths = std::iter::once(c.exact_loo.scores.len())
+            .chain(c.shapley.iter().map(|t| t.scores.len()))
+            .chain(
+                c.shapley
+                    .iter()
+                    .filter_map(|t| t.std_errors.as_ref().map(Vec::len)),
+            )
+            .chain(c.runs.iter().map(|r| r.scores.len()));
+        if c.passages == 0 || lengths.into_iter().any(|n| n != c.passages) {
+            return Err(format!(
+                "case {} does not have one score per passage ({} passages)",
+                c.id, c.passages
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn request(case: &Case, method: Method, seed: u64) -> anyhow::Result<CiteRequest> {
@@ -383,6 +441,20 @@ fn configure<'p>(
 }
 
 pub(crate) fn run(args: CiteLongBenchArgs, out: &Output) -> anyhow::Result<()> {
+    if let Some(path) = &args.summarize {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| UsageError(format!("cannot read the report {}: {e}", path.display())))?;
+        let report: Report = serde_json::from_str(&text).map_err(|e| {
+            UsageError(format!(
+                "{} cannot be summarized: not a `glassbox bench cite-long` report, or one from an older glassbox ({e})",
+                path.display()
+            ))
+        })?;
+        consistent(&report)
+            .map_err(|e| UsageError(format!("{} cannot be summarized: {e}", path.display())))?;
+        print_summary(&report);
+        return Ok(());
+    }
     if let Some(path) = &args.output {
         check_output(path, args.force)?;
     }
@@ -746,6 +818,7 @@ fn print_summary(r: &Report) {
             },
         );
     }
+    print_resolved(&with_shapley);
     // In-context caches are the prompt's prefill: generating the answer computes them, and
     // `glassbox cite` reuses them when it generates the answer itself.
     println!(
@@ -796,5 +869,49 @@ fn print_summary(r: &Report) {
             })
             .collect();
         println!("| {} | {} |", first.runs[k].strategy, cells.join(" | "));
+    }
+}
+
+/// Spearman over the passages the Shapley truth resolves: with a few permutations most
+/// passages are within noise of zero, and an all-passages Spearman ranks that noise.
+fn print_resolved(with_shapley: &[&CaseRun]) {
+    let resolved_of = |c: &CaseRun| {
+        let t = c.shapley.as_ref().expect("filtered");
+        t.std_errors.as_ref().map(|se| resolved(&t.scores, se))
+    };
+    let cases: Vec<(&CaseRun, Vec<usize>)> = with_shapley
+        .iter()
+        .filter_map(|c| resolved_of(c).map(|on| (*c, on)))
+        .collect();
+    let Some((first, _)) = cases.first() else {
+        return;
+    };
+    println!(
+        "\nOn the passages the Shapley truth resolves (more than {RESOLVED_Z} standard errors from zero): {:.1} of {:.1} per case, {} cases",
+        mean(cases.iter().map(|(_, on)| on.len() as f64)),
+        mean(cases.iter().map(|(c, _)| c.passages as f64)),
+        cases.len()
+    );
+    println!(
+        "\n| ranking | Spearman vs LOO, resolved passages | Spearman vs Shapley, resolved passages |"
+    );
+    println!("|---|---:|---:|");
+    let row = |name: &str, scores: &dyn Fn(&CaseRun) -> &[f64]| {
+        let against = |truth: &dyn Fn(&CaseRun) -> &[f64]| {
+            mean(
+                cases
+                    .iter()
+                    .filter_map(|(c, on)| spearman_on(scores(c), truth(c), on)),
+            )
+        };
+        println!(
+            "| {name} | {:.3} | {:.3} |",
+            against(&|c| &c.exact_loo.scores),
+            against(&|c| &c.shapley.as_ref().expect("filtered").scores)
+        );
+    };
+    row("exact LOO", &|c| &c.exact_loo.scores);
+    for k in 0..first.runs.len() {
+        row(&first.runs[k].strategy, &|c| &c.runs[k].scores);
     }
 }

@@ -832,6 +832,35 @@ fn cite_long_bench_reuses_its_ground_truth_and_a_full_refresh_is_exact_leave_one
     assert!(fourth["cases"][0].get("shapley_computed_here").is_none());
     assert_eq!(fourth["truth_from"][1], with_shapley.as_str());
 
+    // A report's tables print again from the file alone.
+    let fourth_path = path("fourth.json");
+    let summary = glassbox(&["bench", "cite-long", "--summarize", &fourth_path]);
+    assert!(summary.status.success());
+    let text = String::from_utf8_lossy(&summary.stdout);
+    assert!(text.contains("Shapley ground truth on 1 cases"), "{text}");
+    assert!(
+        text.contains("| ranking | Spearman vs LOO, resolved passages"),
+        "{text}"
+    );
+    assert!(text.contains("| context-kv |"), "{text}");
+    assert_exit(
+        &glassbox(&["bench", "cite-long", "--summarize", cases.to_str().unwrap()]),
+        2,
+        "cannot be summarized: not a `glassbox bench cite-long` report",
+    );
+    let mut cut = fourth.clone();
+    cut["cases"][0]["runs"][0]["scores"]
+        .as_array_mut()
+        .unwrap()
+        .pop();
+    let cut_path = path("cut.json");
+    std::fs::write(&cut_path, cut.to_string()).unwrap();
+    assert_exit(
+        &glassbox(&["bench", "cite-long", "--summarize", &cut_path]),
+        2,
+        "does not have one score per passage",
+    );
+
     // Bad input.
     assert_exit(
         &bench(&cases, &["--strategies", "passage-kv+refresh8"]),

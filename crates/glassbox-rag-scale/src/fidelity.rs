@@ -6,7 +6,11 @@
 //! - outlier recovery (after AttriBoT): the passages whose exact score stands out — above
 //!   the mean by more than [`OUTLIER_STD`] standard deviations, or the top one when none does
 //!   — are the relevant set, and the estimate's ranking is scored by its average precision
-//!   at retrieving them (a mean over cases gives mAP).
+//!   at retrieving them (a mean over cases gives mAP);
+//! - Spearman over the passages a sampled ground truth resolves ([`resolved`]): with a few
+//!   permutations most passages' Shapley values are within noise of zero, and their order —
+//!   which a Spearman over all passages weighs as much as the top's — is the sampler's, not
+//!   the model's.
 
 use glassbox_attribution::stats::{mean, spearman, std_dev};
 
@@ -23,6 +27,27 @@ pub fn ranking(scores: &[f64]) -> Vec<usize> {
 /// Spearman's correlation, or `None` for fewer than three values (where it says nothing).
 pub fn spearman_or_none(a: &[f64], b: &[f64]) -> Option<f64> {
     (a.len() >= 3).then(|| spearman(a, b))
+}
+
+/// Standard errors from zero beyond which a sampled value counts as resolved.
+pub const RESOLVED_Z: f64 = 2.0;
+
+/// The passages whose sampled value is more than [`RESOLVED_Z`] standard errors from zero.
+pub fn resolved(values: &[f64], std_errors: &[f64]) -> Vec<usize> {
+    (0..values.len().min(std_errors.len()))
+        .filter(|&i| values[i].abs() > RESOLVED_Z * std_errors[i])
+        .collect()
+}
+
+/// Spearman's correlation over the passages `on` only (see [`spearman_or_none`]); `None`
+/// also where `on` names a passage that `a` or `b` lacks.
+pub fn spearman_on(a: &[f64], b: &[f64], on: &[usize]) -> Option<f64> {
+    let pick = |v: &[f64]| {
+        on.iter()
+            .map(|&i| v.get(i).copied())
+            .collect::<Option<Vec<f64>>>()
+    };
+    spearman_or_none(&pick(a)?, &pick(b)?)
 }
 
 /// Share of the exact top `k` found in the estimate's top `k`.
@@ -80,5 +105,18 @@ mod tests {
         assert_eq!(spearman_or_none(&[1.0, 2.0], &[2.0, 1.0]), None);
         // No outlier: the top passage is the relevant one.
         assert_eq!(outliers(&[1.0, 1.1, 0.9]), vec![1]);
+    }
+
+    #[test]
+    fn ranks_only_the_resolved_passages() {
+        let shapley = [3.0, 0.1, -1.0, 0.05, 0.5, 2.0];
+        let errors = [0.5, 0.2, 0.4, 0.3, 0.2, 0.5];
+        assert_eq!(resolved(&shapley, &errors), vec![0, 2, 4, 5]);
+        // Reversed order on the noise (1, 3), same order on the resolved passages.
+        let estimate = [9.0, -5.0, 1.0, 5.0, 2.0, 3.0];
+        assert_eq!(spearman_on(&estimate, &shapley, &[0, 2, 4, 5]), Some(1.0));
+        assert!(spearman_or_none(&estimate, &shapley).unwrap() < 0.9);
+        assert_eq!(spearman_on(&estimate, &shapley, &[0, 2]), None);
+        assert_eq!(spearman_on(&estimate, &shapley[..3], &[0, 2, 4]), None);
     }
 }
