@@ -9,8 +9,9 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::gemm::{PackedMatrix, gemm_packed, gemm_packed_part, pack_transposed_rows};
-use crate::gemm_backward::gemm_packed_backward;
+use crate::gemm::{
+    PackedMatrix, gemm_packed_add, gemm_packed_part, pack_transposed, pack_transposed_rows,
+};
 use crate::math::softmax_rows;
 
 /// Head layout of an attention call.
@@ -117,11 +118,7 @@ pub fn attention(
             let (keys, values) = &packed[h / group];
             let q0 = t * QUERY_TILE;
             let q1 = (q0 + QUERY_TILE).min(lq);
-            let seen = filter.ranges[q0..q1]
-                .iter()
-                .map(|&(_, end)| end.min(lk))
-                .max()
-                .unwrap_or(0);
+            let seen = seen_by(filter, q0..q1, lk);
             let mut o = vec![0f32; (q1 - q0) * hd];
             if seen == 0 {
                 return (o, Vec::new(), 0);
@@ -204,12 +201,19 @@ fn probabilities(
 
 /// The backward of [`attention()`] for one sequence whose keys and values are contiguous
 /// (`k`, `v`: `[lk, kv_heads · head_dim]`): given `dout = ∂L/∂out`, writes `∂L/∂q`, `∂L/∂k`
-/// and `∂L/∂v`. The probabilities are recomputed (by the forward's own code) rather than
-/// stored, so the backward holds one head's `[lq, lk]` at a time. Per head, with
-/// `P = softmax(S)`: `∂V = Pᵀ·∂O`, `∂P = ∂O·Vᵀ`, `∂S = P ⊙ (∂P − rowsum(P ⊙ ∂P))`,
-/// `∂Q = scale·∂S·K`, `∂K = scale·∂Sᵀ·Q`; the query heads of a KV group add into its `∂K`, `∂V`.
-/// When given, `edges` (`[heads, lq, lk]`) receives `P ⊙ ∂L/∂P`: each attention edge's
-/// first-order share of `L` (attention × gradient).
+/// and `∂L/∂v`. Per head, with `P = softmax(S)`: `∂P = ∂O·Vᵀ`,
+/// `∂S = P ⊙ (∂P − rowsum(P ⊙ ∂P))`, `∂Q = scale·∂S·K`, `∂K = scale·∂Sᵀ·Q`, `∂V = Pᵀ·∂O`; the
+/// query heads of a KV group add into its `∂K`, `∂V`. When given, `edges`
+/// (`[heads, lq, lk]`) receives `P ⊙ ∂L/∂P`: each attention edge's first-order share of `L`
+/// (attention × gradient).
+///
+/// Like the forward, each head runs tile by tile of [`QUERY_TILE`] queries over only the keys
+/// the tile may see, and recomputes the tile's probabilities by the forward's own code rather
+/// than storing them: a 3k-token prompt never holds a `[lq, lk]` square (four of them per head
+/// made long prompts' gradients several times slower than their arithmetic, mostly in page
+/// faults and transposes), and causal attention skips the upper triangle. Key and value
+/// gradients are summed over the tiles transposed (`∂Kᵀ += Qᵀ_tile · ∂S_tile`), which reads
+/// each tile's `∂S` and `P` as packed rows instead of transposing them.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     q: &[f32],
@@ -239,87 +243,130 @@ pub fn attention_backward(
     assert!(dout.len() == q.len() && dq.len() == q.len());
     dk.fill(0.0);
     dv.fill(0.0);
-    let want_edges = edges.is_some();
-    if let Some(e) = &edges {
+    let mut edges = edges;
+    if let Some(e) = edges.as_deref_mut() {
         assert_eq!(e.len(), heads * lq * lk, "edges is not [heads, lq, lk]");
+        e.fill(0.0);
     }
     if lq == 0 || lk == 0 {
         dq.fill(0.0);
         return;
     }
-    let packed: Vec<(PackedMatrix, PackedMatrix)> = (0..kv_heads)
+    // Per KV group: K and V as the weights of `S = Q·Kᵀ` and `∂P = ∂O·Vᵀ`, and `Kᵀ` as the
+    // weight of `∂Q = ∂S·K`.
+    let packed: Vec<(PackedMatrix, PackedMatrix, PackedMatrix)> = (0..kv_heads)
         .into_par_iter()
         .map(|g| {
             (
                 PackedMatrix::from_rows(&k[g * hd..], lk, hd, kvw),
                 PackedMatrix::from_rows(&v[g * hd..], lk, hd, kvw),
+                pack_transposed(&k[g * hd..], lk, hd, kvw),
             )
         })
         .collect();
-    // Per head: ∂Q_h [lq, hd], ∂K and ∂V contributions [lk, hd], edges [lq, lk] if asked.
-    type HeadGrads = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
-    let per_head: Vec<HeadGrads> = (0..heads)
+    let tiles = lq.div_ceil(QUERY_TILE);
+    let want_edges = edges.is_some();
+    let per_head: Vec<HeadGradients> = (0..heads)
         .into_par_iter()
         .map(|h| {
-            let (keys, values) = &packed[h / group];
-            let p = probabilities(&q[h * hd..], qw, keys, lk, scale, filter, 0..lq);
-            let mut dp = vec![0f32; lq * lk];
-            gemm_packed(&dout[h * hd..], qw, lq, values, &mut dp, lk, false);
-            let edges = if want_edges {
-                p.iter().zip(&dp).map(|(a, b)| a * b).collect()
-            } else {
-                Vec::new()
+            let (keys, values, keys_t) = &packed[h / group];
+            let mut grads = HeadGradients {
+                dq: vec![0f32; lq * hd],
+                dkt: vec![0f32; hd * lk],
+                dvt: vec![0f32; hd * lk],
+                edges: Vec::new(),
             };
-            // ∂S, scaled: the scores are scale·q·k.
-            for (prow, dprow) in p.chunks(lk).zip(dp.chunks_mut(lk)) {
-                let dot: f32 = prow.iter().zip(dprow.iter()).map(|(a, b)| a * b).sum();
-                for (d, &pv) in dprow.iter_mut().zip(prow) {
-                    *d = scale * pv * (*d - dot);
+            for t in 0..tiles {
+                let (q0, q1) = (t * QUERY_TILE, ((t + 1) * QUERY_TILE).min(lq));
+                let tq = q1 - q0;
+                let seen = seen_by(filter, q0..q1, lk);
+                if seen == 0 {
+                    continue;
                 }
+                let (qh, doh) = (&q[q0 * qw + h * hd..], &dout[q0 * qw + h * hd..]);
+                let p = probabilities(qh, qw, keys, seen, scale, filter, q0..q1);
+                let mut ds = vec![0f32; tq * seen];
+                gemm_packed_part(doh, qw, tq, values, seen, hd, &mut ds, seen, false);
+                if want_edges {
+                    let tile = p.iter().zip(&ds).map(|(a, b)| a * b).collect();
+                    grads.edges.push((q0, seen, tile));
+                }
+                // ∂S, scaled: the scores are scale·q·k.
+                for (prow, row) in p.chunks(seen).zip(ds.chunks_mut(seen)) {
+                    let dot: f32 = prow.iter().zip(row.iter()).map(|(a, b)| a * b).sum();
+                    for (d, &pv) in row.iter_mut().zip(prow) {
+                        *d = scale * pv * (*d - dot);
+                    }
+                }
+                let dq_tile = &mut grads.dq[q0 * hd..q1 * hd];
+                gemm_packed_part(&ds, seen, tq, keys_t, hd, seen, dq_tile, hd, false);
+                // ∂Kᵀ += Qᵀ·∂S and ∂Vᵀ += ∂Oᵀ·P over this tile's queries.
+                let (qt, dot) = (
+                    head_transposed(qh, qw, tq, hd),
+                    head_transposed(doh, qw, tq, hd),
+                );
+                let ds_rows = pack_transposed(&ds, tq, seen, seen);
+                gemm_packed_add(&qt, tq, hd, &ds_rows, &mut grads.dkt, lk);
+                let p_rows = pack_transposed(&p, tq, seen, seen);
+                gemm_packed_add(&dot, tq, hd, &p_rows, &mut grads.dvt, lk);
             }
-            let ds = dp;
-            let mut dqh = vec![0f32; lq * hd];
-            gemm_packed_backward(&ds, lk, lq, keys, &mut dqh, hd, false);
-            let (dst, pt) = (transpose(&ds, lq, lk), transpose(&p, lq, lk));
-            let queries = PackedMatrix::from_rows(&q[h * hd..], lq, hd, qw);
-            let grads = PackedMatrix::from_rows(&dout[h * hd..], lq, hd, qw);
-            let mut dkh = vec![0f32; lk * hd];
-            let mut dvh = vec![0f32; lk * hd];
-            gemm_packed_backward(&dst, lq, lk, &queries, &mut dkh, hd, false);
-            gemm_packed_backward(&pt, lq, lk, &grads, &mut dvh, hd, false);
-            (dqh, dkh, dvh, edges)
+            grads
         })
         .collect();
     if let Some(e) = edges {
-        for (chunk, (.., eh)) in e.chunks_mut(lq * lk).zip(&per_head) {
-            chunk.copy_from_slice(eh);
+        for (h, grads) in per_head.iter().enumerate() {
+            for (q0, seen, tile) in &grads.edges {
+                for (i, row) in tile.chunks(*seen).enumerate() {
+                    let at = (h * lq + q0 + i) * lk;
+                    e[at..at + seen].copy_from_slice(row);
+                }
+            }
         }
     }
-    for (h, (dqh, dkh, dvh, _)) in per_head.iter().enumerate() {
+    for (h, grads) in per_head.iter().enumerate() {
         let g = h / group;
         for i in 0..lq {
-            dq[i * qw + h * hd..i * qw + (h + 1) * hd].copy_from_slice(&dqh[i * hd..(i + 1) * hd]);
+            dq[i * qw + h * hd..i * qw + (h + 1) * hd]
+                .copy_from_slice(&grads.dq[i * hd..(i + 1) * hd]);
         }
-        for j in 0..lk {
-            let row = j * kvw + g * hd..j * kvw + (g + 1) * hd;
-            dk[row.clone()]
-                .iter_mut()
-                .zip(&dkh[j * hd..(j + 1) * hd])
-                .for_each(|(a, b)| *a += b);
-            dv[row]
-                .iter_mut()
-                .zip(&dvh[j * hd..(j + 1) * hd])
-                .for_each(|(a, b)| *a += b);
+        for d in 0..hd {
+            let (dkt, dvt) = (
+                &grads.dkt[d * lk..(d + 1) * lk],
+                &grads.dvt[d * lk..(d + 1) * lk],
+            );
+            for j in 0..lk {
+                dk[j * kvw + g * hd + d] += dkt[j];
+                dv[j * kvw + g * hd + d] += dvt[j];
+            }
         }
     }
 }
 
-/// `[rows, cols]` → `[cols, rows]`.
-fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0f32; rows * cols];
-    for (i, row) in x.chunks(cols).enumerate() {
-        for (j, &v) in row.iter().enumerate() {
-            t[j * rows + i] = v;
+/// One query head's share of [`attention_backward`]: `∂Q_h` (`[lq, hd]`), its contributions to
+/// its group's `∂K` and `∂V`, transposed (`[hd, lk]`), and if asked each tile's edges
+/// (`[tile queries, seen]`) with its first query and key count.
+struct HeadGradients {
+    dq: Vec<f32>,
+    dkt: Vec<f32>,
+    dvt: Vec<f32>,
+    edges: Vec<(usize, usize, Vec<f32>)>,
+}
+
+/// The keys the queries `rows` may see at most (the width of their tile's scores).
+fn seen_by(filter: KeyFilter<'_>, rows: Range<usize>, lk: usize) -> usize {
+    filter.ranges[rows]
+        .iter()
+        .map(|&(_, end)| end.min(lk))
+        .max()
+        .unwrap_or(0)
+}
+
+/// One head's `[rows, hd]` slice (rows at stride `ld`) transposed to `[hd, rows]`.
+fn head_transposed(x: &[f32], ld: usize, rows: usize, hd: usize) -> Vec<f32> {
+    let mut t = vec![0f32; hd * rows];
+    for i in 0..rows {
+        for (d, &value) in x[i * ld..i * ld + hd].iter().enumerate() {
+            t[d * rows + i] = value;
         }
     }
     t
@@ -453,6 +500,135 @@ mod tests {
         let mut out2 = vec![0f32; q.len()];
         attention(&q, &[&k], &[&v], shape, filter, &mut out2, None);
         assert_eq!(out, out2);
+    }
+
+    /// Direct f64 evaluation of the backward's formulas: `(∂Q, ∂K, ∂V, edges)`.
+    #[allow(clippy::type_complexity)]
+    fn reference_backward(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        s: AttentionShape,
+        f: KeyFilter<'_>,
+        dout: &[f32],
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+        let (_, probs) = reference(q, k, v, s, f);
+        let lq = f.ranges.len();
+        let hd = s.head_dim;
+        let (qw, kvw) = (s.heads * hd, s.kv_heads * hd);
+        let lk = k.len() / kvw;
+        let (mut dq, mut dk, mut dv) = (
+            vec![0f64; q.len()],
+            vec![0f64; k.len()],
+            vec![0f64; v.len()],
+        );
+        let mut edges = vec![0f64; s.heads * lq * lk];
+        for h in 0..s.heads {
+            let g = h / (s.heads / s.kv_heads);
+            for i in 0..lq {
+                let p = |j: usize| probs[(h * lq + i) * lk + j] as f64;
+                let dp: Vec<f64> = (0..lk)
+                    .map(|j| {
+                        (0..hd)
+                            .map(|d| {
+                                dout[i * qw + h * hd + d] as f64 * v[j * kvw + g * hd + d] as f64
+                            })
+                            .sum()
+                    })
+                    .collect();
+                let dot: f64 = (0..lk).map(|j| p(j) * dp[j]).sum();
+                for j in 0..lk {
+                    edges[(h * lq + i) * lk + j] = p(j) * dp[j];
+                    let ds = s.scale as f64 * p(j) * (dp[j] - dot);
+                    for d in 0..hd {
+                        dq[i * qw + h * hd + d] += ds * k[j * kvw + g * hd + d] as f64;
+                        dk[j * kvw + g * hd + d] += ds * q[i * qw + h * hd + d] as f64;
+                        dv[j * kvw + g * hd + d] += p(j) * dout[i * qw + h * hd + d] as f64;
+                    }
+                }
+            }
+        }
+        (dq, dk, dv, edges)
+    }
+
+    #[test]
+    fn tiled_backward_matches_direct_evaluation_over_several_query_tiles() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let shape = AttentionShape {
+            heads: 6,
+            kv_heads: 2,
+            head_dim: 40,
+            scale: 0.2,
+        };
+        // Three query tiles (the last one partial) after 5 earlier keys, causal with a window
+        // of 90 keys, so tiles see different key prefixes and some keys none of a tile's.
+        let (past, lq) = (5usize, 2 * QUERY_TILE + 22);
+        let lk = past + lq;
+        let rand = |n: usize, rng: &mut StdRng| -> Vec<f32> {
+            (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+        };
+        let q = rand(lq * 240, &mut rng);
+        let k = rand(lk * 80, &mut rng);
+        let v = rand(lk * 80, &mut rng);
+        let dout = rand(lq * 240, &mut rng);
+        let ranges: Vec<(usize, usize)> = (0..lq)
+            .map(|i| ((past + i + 1).saturating_sub(90), past + i + 1))
+            .collect();
+        let blocked = vec![(10..lq, 9..12), (70..140, 60..75)];
+        let filter = KeyFilter {
+            ranges: &ranges,
+            blocked: &blocked,
+        };
+        let (mut dq, mut dk, mut dv) = (
+            vec![0f32; q.len()],
+            vec![0f32; k.len()],
+            vec![0f32; v.len()],
+        );
+        // Stale values in the outputs must not leak into the result.
+        let mut edges = vec![9f32; 6 * lq * lk];
+        dk.fill(5.0);
+        attention_backward(
+            &q,
+            &k,
+            &v,
+            shape,
+            filter,
+            &dout,
+            &mut dq,
+            &mut dk,
+            &mut dv,
+            Some(&mut edges),
+        );
+        let (want_dq, want_dk, want_dv, want_edges) =
+            reference_backward(&q, &k, &v, shape, filter, &dout);
+        let max_err = |a: &[f32], b: &[f64]| {
+            a.iter()
+                .zip(b)
+                .map(|(&x, &y)| (x as f64 - y).abs())
+                .fold(0f64, f64::max)
+        };
+        assert!(
+            max_err(&dq, &want_dq) < 1e-5,
+            "dq {}",
+            max_err(&dq, &want_dq)
+        );
+        assert!(
+            max_err(&dk, &want_dk) < 1e-5,
+            "dk {}",
+            max_err(&dk, &want_dk)
+        );
+        assert!(
+            max_err(&dv, &want_dv) < 1e-5,
+            "dv {}",
+            max_err(&dv, &want_dv)
+        );
+        assert!(max_err(&edges, &want_edges) < 1e-6);
+        // Without edges the gradients are the same.
+        let (mut dq2, mut dk2, mut dv2) = (vec![0f32; q.len()], dk.clone(), dv.clone());
+        attention_backward(
+            &q, &k, &v, shape, filter, &dout, &mut dq2, &mut dk2, &mut dv2, None,
+        );
+        assert_eq!((dq, dk, dv), (dq2, dk2, dv2));
     }
 
     #[test]

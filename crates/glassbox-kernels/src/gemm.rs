@@ -197,6 +197,47 @@ pub fn gemm_packed_part(
     gemm_view(a, lda, m, w.part(n, k), c, ldc, parallel)
 }
 
+/// [`gemm_packed`] on one thread that adds `A · Wᵀ` to what `C` holds: sums of products
+/// over several row blocks of a larger reduction (the attention backward's key gradients,
+/// query tile after query tile) accumulate in place instead of through a temporary.
+pub(crate) fn gemm_packed_add(
+    a: &[f32],
+    lda: usize,
+    m: usize,
+    w: &PackedMatrix,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    let (n, k) = (w.n, w.k);
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    check_operands(a, lda, m, n, k, c, ldc);
+    let c_ptr = SendPtr(c.as_mut_ptr());
+    // SAFETY: one task covers all of C, within the bounds checked above.
+    unsafe {
+        block(
+            Kernel::detect(),
+            a,
+            lda,
+            &w.part(n, k),
+            c_ptr,
+            ldc,
+            0..m,
+            0..n.div_ceil(NR),
+            true,
+        )
+    }
+}
+
+/// Panics unless `A` (`m` rows of `k` at stride `lda`) and `C` (`m` rows of `n` at stride
+/// `ldc`) hold what a product reads and writes.
+fn check_operands(a: &[f32], lda: usize, m: usize, n: usize, k: usize, c: &[f32], ldc: usize) {
+    assert!(lda >= k && ldc >= n, "strides shorter than rows");
+    assert!(a.len() >= (m - 1) * lda + k, "A slice too short");
+    assert!(c.len() >= (m - 1) * ldc + n, "C slice too short");
+}
+
 /// The panels of a packed matrix that a product reads: `n` columns of `k` depth, each panel
 /// `depth` deep in memory.
 pub(crate) struct PanelView<'a> {
@@ -230,9 +271,7 @@ fn gemm_view(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(lda >= k && ldc >= n, "strides shorter than rows");
-    assert!(a.len() >= (m - 1) * lda + k, "A slice too short");
-    assert!(c.len() >= (m - 1) * ldc + n, "C slice too short");
+    check_operands(a, lda, m, n, k, c, ldc);
     if k == 0 {
         for i in 0..m {
             c[i * ldc..i * ldc + n].fill(0.0);
@@ -662,6 +701,22 @@ mod tests {
                 [7f32; 7],
                 "padding columns untouched"
             );
+        }
+    }
+
+    #[test]
+    fn adding_continues_the_sum_in_c() {
+        let mut rng = StdRng::seed_from_u64(13);
+        let (m, n, k) = (20, 45, 70);
+        let a = random(m * k, &mut rng);
+        let w = random(n * k, &mut rng);
+        let packed = PackedMatrix::from_rows(&w, n, k, k);
+        let start = random(m * n, &mut rng);
+        let mut c = start.clone();
+        gemm_packed_add(&a, k, m, &packed, &mut c, n);
+        let product = reference(&a, m, &w, n, k);
+        for ((got, s), p) in c.iter().zip(&start).zip(&product) {
+            assert!((got - (s + p)).abs() < 1e-5, "{got} vs {}", s + p);
         }
     }
 

@@ -19,7 +19,7 @@ use glassbox_kernels::{KeyFilter, attention};
 use crate::RuntimeError;
 use crate::capture::{Array, Capture, Hook};
 use crate::forward::{LogitsAt, Row, RowPlan, plan_row};
-use crate::layer::{Layer, Saved, Scratch};
+use crate::layer::{BackwardScratch, Layer, Saved, Scratch};
 use crate::mask::AttentionMask;
 use crate::model::Model;
 use crate::ops::{norm_backward, norm_forward};
@@ -421,6 +421,7 @@ impl Model {
         drop((h, dh, x));
         let mut grads: BTreeMap<Hook, Vec<f32>> = BTreeMap::new();
         let mut edges: BTreeMap<Hook, Vec<Array>> = BTreeMap::new();
+        let mut back = BackwardScratch::new(cfg, total);
         for l in (0..weights.layers.len()).rev() {
             let layer = Layer::new(cfg, &weights.layers, l, total, &ropes);
             let windowed = cfg.layer_window(l).is_some();
@@ -464,11 +465,12 @@ impl Model {
                     record
                 }
             };
-            layer.mlp_backward(&record, &mut dx, &mut observe)?;
+            layer.mlp_backward(&record, &mut back, &mut dx, &mut observe)?;
             let pattern = Hook::AttnPattern(l);
             let mut row_edges = hooks.contains(&pattern).then(Vec::new);
             layer.attention_backward(
                 &record,
+                &mut back,
                 &filters,
                 &mut dx,
                 &mut observe,

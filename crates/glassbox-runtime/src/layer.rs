@@ -59,6 +59,43 @@ impl Scratch {
     }
 }
 
+/// Buffers of one block's backward over a packed batch, reused layer after layer as
+/// [`Scratch`] is in the forward: on a 3k-token prompt each block's backward needs ~100 MB of
+/// them, and fresh ones every block spent a tenth of the gradient in page faults.
+pub(crate) struct BackwardScratch {
+    delta: Vec<f32>,
+    h: Vec<f32>,
+    act: Vec<f32>,
+    gu: Vec<f32>,
+    attn: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    qkv: Vec<f32>,
+}
+
+impl BackwardScratch {
+    pub(crate) fn new(cfg: &ModelConfig, tokens: usize) -> Self {
+        let (d, qw, kvw, inter) = (
+            cfg.hidden_size,
+            cfg.q_width(),
+            cfg.kv_width(),
+            cfg.intermediate_size,
+        );
+        Self {
+            delta: vec![0f32; tokens * d],
+            h: vec![0f32; tokens * d],
+            act: vec![0f32; tokens * inter],
+            gu: vec![0f32; tokens * 2 * inter],
+            attn: vec![0f32; tokens * qw],
+            q: vec![0f32; tokens * qw],
+            k: vec![0f32; tokens * kvw],
+            v: vec![0f32; tokens * kvw],
+            qkv: vec![0f32; tokens * (qw + 2 * kvw)],
+        }
+    }
+}
+
 /// What a block's backward needs from its forward: the inputs of the ops whose backward reads
 /// them (linear layers need none, as only input gradients are computed).
 #[derive(Default)]
@@ -341,6 +378,7 @@ impl<'a> Layer<'a> {
     pub(crate) fn mlp_backward(
         &self,
         saved: &Saved,
+        s: &mut BackwardScratch,
         dx: &mut [f32],
         visit: &mut dyn FnMut(Hook, &mut [f32]),
     ) -> Result<(), RuntimeError> {
@@ -348,17 +386,14 @@ impl<'a> Layer<'a> {
         let (eps, t, inter) = (cfg.rms_norm_eps, self.tokens, cfg.intermediate_size);
         visit(Hook::ResidPost(self.index), dx);
         visit(Hook::MlpOut(self.index), dx);
-        let mut ddelta = dx.to_vec();
+        s.delta.copy_from_slice(dx);
         if let (Some(post), Some(pre)) = (&lw.post_ffn_norm, &saved.mlp_pre) {
-            norm_in_place_backward(pre, post, eps, &mut ddelta);
+            norm_in_place_backward(pre, post, eps, &mut s.delta);
         }
-        let mut dact = vec![0f32; t * inter];
-        linear_backward(&lw.down, &ddelta, t, &mut dact)?;
-        let mut dgu = vec![0f32; t * 2 * inter];
-        gate_backward(&saved.gu, inter, cfg.activation, &dact, &mut dgu);
-        let mut dh = vec![0f32; t * cfg.hidden_size];
-        linear_backward(&lw.gate_up, &dgu, t, &mut dh)?;
-        norm_backward(&saved.x_mid, &lw.ffn_norm, eps, &dh, dx);
+        linear_backward(&lw.down, &s.delta, t, &mut s.act)?;
+        gate_backward(&saved.gu, inter, cfg.activation, &s.act, &mut s.gu);
+        linear_backward(&lw.gate_up, &s.gu, t, &mut s.h)?;
+        norm_backward(&saved.x_mid, &lw.ffn_norm, eps, &s.h, dx);
         Ok(())
     }
 
@@ -368,6 +403,7 @@ impl<'a> Layer<'a> {
     pub(crate) fn attention_backward(
         &self,
         saved: &Saved,
+        s: &mut BackwardScratch,
         filters: &[(std::ops::Range<usize>, KeyFilter<'_>)],
         dx: &mut [f32],
         visit: &mut dyn FnMut(Hook, &mut [f32]),
@@ -378,22 +414,20 @@ impl<'a> Layer<'a> {
         let (qw, kvw) = (cfg.q_width(), cfg.kv_width());
         visit(Hook::ResidMid(self.index), dx);
         visit(Hook::AttnOut(self.index), dx);
-        let mut ddelta = dx.to_vec();
+        s.delta.copy_from_slice(dx);
         if let (Some(post), Some(pre)) = (&lw.post_attn_norm, &saved.attn_pre) {
-            norm_in_place_backward(pre, post, eps, &mut ddelta);
+            norm_in_place_backward(pre, post, eps, &mut s.delta);
         }
-        let mut dattn = vec![0f32; t * qw];
-        linear_backward(&lw.o, &ddelta, t, &mut dattn)?;
-        let (mut dq, mut dk, mut dv) =
-            (vec![0f32; t * qw], vec![0f32; t * kvw], vec![0f32; t * kvw]);
+        linear_backward(&lw.o, &s.delta, t, &mut s.attn)?;
         // Rows in parallel: one row's heads are too little work to split over threads.
         let lengths = |width: usize| filters.iter().map(move |(rows, _)| rows.len() * width);
         let want_edges = edges.is_some();
+        let dattn = &s.attn;
         let row_edges: Vec<Option<Array>> = filters
             .par_iter()
-            .zip(split_rows(&mut dq, lengths(qw)))
-            .zip(split_rows(&mut dk, lengths(kvw)))
-            .zip(split_rows(&mut dv, lengths(kvw)))
+            .zip(split_rows(&mut s.q, lengths(qw)))
+            .zip(split_rows(&mut s.k, lengths(kvw)))
+            .zip(split_rows(&mut s.v, lengths(kvw)))
             .map(|((((rows, filter), dqr), dkr), dvr)| {
                 let (q, kv) = (
                     rows.start * qw..rows.end * qw,
@@ -422,14 +456,12 @@ impl<'a> Layer<'a> {
         let (cos, sin) = (self.cos, self.sin);
         let (qn, kn) = (lw.q_norm.as_deref(), lw.k_norm.as_deref());
         let (q_pre, k_pre) = (saved.q_pre.as_deref(), saved.k_pre.as_deref());
-        heads_backward(&mut dq, q_pre, cfg.num_heads, hd, qn, eps, cos, sin);
-        heads_backward(&mut dk, k_pre, cfg.num_kv_heads, hd, kn, eps, cos, sin);
+        heads_backward(&mut s.q, q_pre, cfg.num_heads, hd, qn, eps, cos, sin);
+        heads_backward(&mut s.k, k_pre, cfg.num_kv_heads, hd, kn, eps, cos, sin);
         // A bias adds a constant: its input gradient passes through unchanged.
-        let mut dqkv = vec![0f32; t * (qw + 2 * kvw)];
-        split_qkv_backward(&dq, &dk, &dv, self.widths(), &mut dqkv);
-        let mut dh = vec![0f32; t * cfg.hidden_size];
-        linear_backward(&lw.qkv, &dqkv, t, &mut dh)?;
-        norm_backward(&saved.x, &lw.attn_norm, eps, &dh, dx);
+        split_qkv_backward(&s.q, &s.k, &s.v, self.widths(), &mut s.qkv);
+        linear_backward(&lw.qkv, &s.qkv, t, &mut s.h)?;
+        norm_backward(&saved.x, &lw.attn_norm, eps, &s.h, dx);
         visit(Hook::ResidPre(self.index), dx);
         Ok(())
     }
