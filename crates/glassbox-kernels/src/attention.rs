@@ -123,7 +123,8 @@ pub fn attention(
             if seen == 0 {
                 return (o, Vec::new(), 0);
             }
-            let scores = probabilities(
+            let mut scores = Vec::new();
+            probabilities(
                 &q[q0 * heads * hd + h * hd..],
                 heads * hd,
                 keys,
@@ -131,6 +132,7 @@ pub fn attention(
                 scale,
                 filter,
                 q0..q1,
+                &mut scores,
             );
             gemm_packed_part(&scores, seen, q1 - q0, values, hd, seen, &mut o, hd, false);
             (o, if want_probs { scores } else { Vec::new() }, seen)
@@ -165,8 +167,9 @@ const QUERY_TILE: usize = 64;
 
 /// Attention probabilities of one head for queries `rows` (indices into `filter.ranges`)
 /// over the first `seen` keys: `softmax(scale · q·kᵀ)` over the keys each query may see (0
-/// elsewhere), `[rows.len(), seen]`. `q` holds the rows' query vectors at stride `ldq`, `keys`
+/// elsewhere), written to `scores` as `[rows.len(), seen]`. `q` holds the rows' query vectors at stride `ldq`, `keys`
 /// the head's keys packed as the weight of a GEMM.
+#[allow(clippy::too_many_arguments)]
 fn probabilities(
     q: &[f32],
     ldq: usize,
@@ -175,10 +178,12 @@ fn probabilities(
     scale: f32,
     filter: KeyFilter<'_>,
     rows: Range<usize>,
-) -> Vec<f32> {
+    scores: &mut Vec<f32>,
+) {
     let (lq, lk) = (rows.len(), seen);
-    let mut scores = vec![0f32; lq * lk];
-    gemm_packed_part(q, ldq, lq, keys, lk, keys.k(), &mut scores, lk, false);
+    // Every value is written by the product (stale ones from a reused buffer do not survive).
+    scores.resize(lq * lk, 0.0);
+    gemm_packed_part(q, ldq, lq, keys, lk, keys.k(), scores, lk, false);
     for (i, row) in scores.chunks_mut(lk).enumerate() {
         let query = rows.start + i;
         let (start, end) = filter.ranges[query];
@@ -195,8 +200,7 @@ fn probabilities(
             }
         }
     }
-    softmax_rows(&mut scores, lk);
-    scores
+    softmax_rows(scores, lk);
 }
 
 /// The backward of [`attention()`] for one sequence whose keys and values are contiguous
@@ -276,6 +280,9 @@ pub fn attention_backward(
                 dvt: vec![0f32; hd * lk],
                 edges: Vec::new(),
             };
+            // One tile's buffers, reused by the next tile.
+            let (mut p, mut ds) = (Vec::new(), Vec::new());
+            let mut rows = PackedMatrix::empty();
             for t in 0..tiles {
                 let (q0, q1) = (t * QUERY_TILE, ((t + 1) * QUERY_TILE).min(lq));
                 let tq = q1 - q0;
@@ -284,8 +291,8 @@ pub fn attention_backward(
                     continue;
                 }
                 let (qh, doh) = (&q[q0 * qw + h * hd..], &dout[q0 * qw + h * hd..]);
-                let p = probabilities(qh, qw, keys, seen, scale, filter, q0..q1);
-                let mut ds = vec![0f32; tq * seen];
+                probabilities(qh, qw, keys, seen, scale, filter, q0..q1, &mut p);
+                ds.resize(tq * seen, 0.0);
                 gemm_packed_part(doh, qw, tq, values, seen, hd, &mut ds, seen, false);
                 if want_edges {
                     let tile = p.iter().zip(&ds).map(|(a, b)| a * b).collect();
@@ -305,10 +312,10 @@ pub fn attention_backward(
                     head_transposed(qh, qw, tq, hd),
                     head_transposed(doh, qw, tq, hd),
                 );
-                let ds_rows = pack_transposed(&ds, tq, seen, seen);
-                gemm_packed_add(&qt, tq, hd, &ds_rows, &mut grads.dkt, lk);
-                let p_rows = pack_transposed(&p, tq, seen, seen);
-                gemm_packed_add(&dot, tq, hd, &p_rows, &mut grads.dvt, lk);
+                rows.refill_transposed(&ds, tq, seen, seen);
+                gemm_packed_add(&qt, tq, hd, &rows, &mut grads.dkt, lk);
+                rows.refill_transposed(&p, tq, seen, seen);
+                gemm_packed_add(&dot, tq, hd, &rows, &mut grads.dvt, lk);
             }
             grads
         })

@@ -143,24 +143,55 @@ pub fn pack_transposed_rows<'a>(
     k: usize,
     n: usize,
 ) -> PackedMatrix {
-    let panels = n.div_ceil(NR);
-    let mut data = vec![0f32; panels * k * NR];
-    let mut count = 0;
-    for (kk, row) in rows.enumerate() {
-        assert!(
-            kk < k && row.len() == n,
-            "row {kk} has length {} (want {n} of {k} rows)",
-            row.len()
-        );
-        for p in 0..panels {
-            let width = NR.min(n - p * NR);
-            data[(p * k + kk) * NR..(p * k + kk) * NR + width]
-                .copy_from_slice(&row[p * NR..p * NR + width]);
+    let mut packed = PackedMatrix::empty();
+    packed.refill_transposed_rows(rows, k, n);
+    packed
+}
+
+impl PackedMatrix {
+    /// A `0 × 0` matrix, to be refilled.
+    pub(crate) fn empty() -> Self {
+        Self {
+            n: 0,
+            k: 0,
+            data: Vec::new(),
         }
-        count += 1;
     }
-    assert_eq!(count, k, "fewer rows than announced");
-    PackedMatrix { n, k, data }
+
+    /// Packs `W = Bᵀ` as [`pack_transposed`] does, into this matrix's allocation: products
+    /// repeated tile after tile (the attention backward's) then pack without fresh memory.
+    pub(crate) fn refill_transposed(&mut self, b: &[f32], k: usize, n: usize, ldb: usize) {
+        assert!(ldb >= n, "row stride {ldb} shorter than row length {n}");
+        assert!(k == 0 || b.len() >= (k - 1) * ldb + n, "B slice too short");
+        self.refill_transposed_rows((0..k).map(|kk| &b[kk * ldb..kk * ldb + n]), k, n)
+    }
+
+    fn refill_transposed_rows<'a>(
+        &mut self,
+        rows: impl Iterator<Item = &'a [f32]>,
+        k: usize,
+        n: usize,
+    ) {
+        let panels = n.div_ceil(NR);
+        self.data.clear();
+        self.data.resize(panels * k * NR, 0.0);
+        let mut count = 0;
+        for (kk, row) in rows.enumerate() {
+            assert!(
+                kk < k && row.len() == n,
+                "row {kk} has length {} (want {n} of {k} rows)",
+                row.len()
+            );
+            for p in 0..panels {
+                let width = NR.min(n - p * NR);
+                self.data[(p * k + kk) * NR..(p * k + kk) * NR + width]
+                    .copy_from_slice(&row[p * NR..p * NR + width]);
+            }
+            count += 1;
+        }
+        assert_eq!(count, k, "fewer rows than announced");
+        (self.n, self.k) = (n, k);
+    }
 }
 
 /// `C[i, :] = A[i, :] · Wᵀ` for `i < m`; row `i` of `A` starts at `a[i * lda]`, row `i` of `C`
