@@ -263,7 +263,15 @@ pub(crate) fn gemm_packed_add(
 
 /// Panics unless `A` (`m` rows of `k` at stride `lda`) and `C` (`m` rows of `n` at stride
 /// `ldc`) hold what a product reads and writes.
-fn check_operands(a: &[f32], lda: usize, m: usize, n: usize, k: usize, c: &[f32], ldc: usize) {
+pub(crate) fn check_operands(
+    a: &[f32],
+    lda: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &[f32],
+    ldc: usize,
+) {
     assert!(lda >= k && ldc >= n, "strides shorter than rows");
     assert!(a.len() >= (m - 1) * lda + k, "A slice too short");
     assert!(c.len() >= (m - 1) * ldc + n, "C slice too short");

@@ -65,9 +65,8 @@ pub fn gemm_packed_backward(
     if m == 0 || k == 0 {
         return;
     }
-    assert!(lda >= n && ldc >= k, "strides shorter than rows");
-    assert!(a.len() >= (m - 1) * lda + n, "A slice too short");
-    assert!(c.len() >= (m - 1) * ldc + k, "C slice too short");
+    // A holds `n` values a row and C `k`: the forward's check with the roles swapped.
+    gemm::check_operands(a, lda, m, k, n, c, ldc);
     if n == 0 {
         for i in 0..m {
             c[i * ldc..i * ldc + k].fill(0.0);
