@@ -180,6 +180,32 @@ fn refreshing_everything_after_the_gap_is_exact_and_a_partial_refresh_is_counted
 }
 
 #[test]
+fn coalitions_assembled_into_reused_buffers_equal_those_assembled_afresh() {
+    // One call assembles every coalition into new buffers; one call per coalition assembles
+    // each (after the first) into the buffers the one before gave back.
+    let r = request(&PASSAGES, Method::LeaveOneOut);
+    let mut coalitions = full_empty_and_leave_one_out(PASSAGES.len());
+    coalitions.push(Coalition::full(PASSAGES.len()).without(1).without(4));
+    for refresh in [0, 8] {
+        let game = || {
+            FusedGame::new(
+                &engine(&r),
+                PassageEncoding::InContext { refresh },
+                Aggregate::Sum,
+            )
+            .unwrap()
+        };
+        let together = values(&mut game(), &coalitions);
+        let mut one_by_one = game();
+        let apart: Vec<Vec<f64>> = coalitions
+            .iter()
+            .flat_map(|c| values(&mut one_by_one, std::slice::from_ref(c)))
+            .collect();
+        assert_eq!(together, apart, "refresh {refresh}");
+    }
+}
+
+#[test]
 fn groups_of_one_and_a_proxy_that_is_the_target_are_exact_leave_one_out() {
     let r = request(&PASSAGES, Method::LeaveOneOut);
     let exact = cite(model(), &r).unwrap().attribution;

@@ -13,7 +13,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::RuntimeError;
-use crate::kv::{KvCache, KvSegment};
+use crate::kv::{KvBuffers, KvCache, KvSegment};
 use crate::model::Model;
 
 /// A stretch of a cache, placed so that its first token gets position `at` (the others keep
@@ -35,6 +35,17 @@ impl Model {
         &self,
         base: Option<&KvCache>,
         parts: &[Placed<'_>],
+    ) -> Result<KvCache, RuntimeError> {
+        self.assemble_cache_in(base, parts, &KvBuffers::default())
+    }
+
+    /// [`Model::assemble_cache`], copying into buffers taken from `buffers` (those of caches
+    /// given back to it with [`KvBuffers::reclaim`]) instead of new ones.
+    pub fn assemble_cache_in(
+        &self,
+        base: Option<&KvCache>,
+        parts: &[Placed<'_>],
+        buffers: &KvBuffers,
     ) -> Result<KvCache, RuntimeError> {
         let cfg = self.config();
         let (layers, w) = (cfg.num_layers, cfg.kv_width());
@@ -58,16 +69,7 @@ impl Model {
             .filter(|p| shared(p).is_none())
             .map(|p| p.tokens.len())
             .sum();
-        let fresh = || KvSegment {
-            layers: (0..layers)
-                .map(|_| {
-                    (
-                        Vec::with_capacity(copied * w),
-                        Vec::with_capacity(copied * w),
-                    )
-                })
-                .collect(),
-        };
+        let fresh = || buffers.take(layers, copied * w);
         let mut segment = fresh();
         for part in parts {
             let cache = part.cache;
@@ -129,8 +131,9 @@ impl Model {
                 }
             }
         }
-        if segment.layers.first().is_some_and(|(k, _)| !k.is_empty()) {
-            out.segments.push(Arc::new(segment));
+        match segment.layers.first().is_some_and(|(k, _)| !k.is_empty()) {
+            true => out.segments.push(Arc::new(segment)),
+            false => buffers.keep(segment),
         }
         Ok(out)
     }

@@ -54,7 +54,7 @@ pub use export::EXPORTED_FILES;
 pub use forward::{Logits, LogitsAt, Row, RowInput, RowOutput, TokenScore};
 pub use generate::{Continuation, GenerateOptions, Generation, Sampling, StopReason};
 pub use glassbox_tokenizer::{ChatMessage, ChatTemplate, Encoding, Tokenizer};
-pub use kv::KvCache;
+pub use kv::{KvBuffers, KvCache};
 pub use mask::AttentionMask;
 pub use model::{EmbeddedDecoder, LoadOptions, Model, ModelInfo, gguf_tokenizer, read_json};
 pub use score::{ContinuationScore, ScoreRequest, argmax, log_softmax_at};

@@ -413,10 +413,27 @@ fn check_moved_caches(model: &Model) {
         )
         .unwrap();
     let last = &ids[ids.len() - 1..];
-    assert_eq!(
-        continued(model, &rebuilt, last),
-        continued(model, &whole, last)
-    );
+    let whole_continued = continued(model, &whole, last);
+    assert_eq!(continued(model, &rebuilt, last), whole_continued);
+
+    // Assembled into the buffers of caches given back: the same cache, bit for bit. Only
+    // `rebuilt`'s copied segment is taken back; `whole`, still held here, keeps its own.
+    let buffers = glassbox_runtime::KvBuffers::default();
+    buffers.reclaim(rebuilt);
+    buffers.reclaim(whole.clone());
+    let reused = model
+        .assemble_cache_in(
+            None,
+            &[glassbox_runtime::Placed {
+                cache: &at_zero,
+                tokens: 0..7,
+                at: 40,
+            }],
+            &buffers,
+        )
+        .unwrap();
+    assert_eq!(continued(model, &reused, tail), a);
+    assert_eq!(continued(model, &whole, last), whole_continued);
 
     // Positions that go backwards are refused.
     let err = model
